@@ -1,0 +1,3 @@
+from celseg.cli import main
+
+raise SystemExit(main())
