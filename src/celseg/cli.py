@@ -14,10 +14,13 @@ import sys
 from celseg.errors import CelsegError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "make-data": ("celseg.commands.make_data", "generate the synthetic benchmark or convert a real dataset"),
+    "make-data": ("celseg.commands.make_data",
+                  "generate the synthetic benchmark or convert a real dataset"),
     "show": ("celseg.commands.show", "write a contact sheet of dataset samples with a legend"),
-    "pretrain-vlm": ("celseg.commands.pretrain_vlm", "train the offline default vision-language model"),
-    "eval-vlm": ("celseg.commands.eval_vlm", "zero-shot classification and dense segmentation of a VLM"),
+    "pretrain-vlm": ("celseg.commands.pretrain_vlm",
+                     "train the offline default vision-language model"),
+    "eval-vlm": ("celseg.commands.eval_vlm",
+                 "zero-shot classification and dense segmentation of a VLM"),
     "train": ("celseg.commands.train", "train a segmenter from a config"),
     "evaluate": ("celseg.commands.evaluate", "evaluate a checkpoint: seen / unseen / hIoU"),
     "predict": ("celseg.commands.predict", "segment images with any list of class names"),
@@ -30,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="celseg",
-        description="Zero-shot semantic segmentation with class enhancement losses and pseudo labels.",
+        description="Zero-shot semantic segmentation with class enhancement losses and pseudo "
+        "labels.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

@@ -33,7 +33,7 @@ class DataConfig:
     # "transductive" also hides them but lets unseen names into the training vocabulary,
     # "oracle" keeps every label (upper bound)
     setting: str = "inductive"
-    label_dir: str = ""  # folder of training label PNGs used in place of annotations/ (pseudo labels)
+    label_dir: str = ""  # training label PNGs used in place of annotations/ (pseudo labels)
     crop_size: int = 128
     min_scale: float = 0.75
     max_scale: float = 1.5
@@ -42,6 +42,8 @@ class DataConfig:
     skip_bad: bool = False  # skip (and count) unreadable samples instead of failing
     max_train: int = 0  # 0 = all training images
     max_val: int = 0  # 0 = all validation images
+    base_size: int = 0  # short side that random scaling multiplies; 0 = the image's own size
+    eval_size: int = 0  # short side images are resized to for evaluation; 0 = keep original
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ def _section_type(name: str) -> type:
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against a field annotation, allowing int -> float; raise naming ``key``."""
     if isinstance(annotation, str):
-        annotation = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
+        names = {"str": str, "int": int, "float": float, "bool": bool}
+        annotation = names.get(annotation, annotation)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(annotation):
@@ -219,7 +222,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def apply_override(cfg: Config, item: str) -> Config:
-    """Apply one ``section.key=value`` override; the value is parsed as YAML (``1e-4``, ``true``)."""
+    """Apply one ``section.key=value`` override; the value is parsed as YAML (``1e-4``, ``true``).
+    """
     if "=" not in item or "." not in item.split("=", 1)[0]:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     dotted, text = item.split("=", 1)

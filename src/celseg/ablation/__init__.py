@@ -1,0 +1,1 @@
+"""The ablation of the paper's claims: variants, the runner over seeds, and the report."""

@@ -1,0 +1,122 @@
+"""Run every ablation variant over several seeds; each finished run is skipped on a re-run."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celseg.ablation.variants import Variant
+from celseg.config import Config, apply_override
+
+
+@dataclass
+class RunRecord:
+    variant: Variant
+    seed: int
+    out_dir: Path
+    summary: dict = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ensure_pseudo_labels(vlm_name: str, data_root: str, out_dir: Path, threshold: float,
+                         progress: bool = True) -> dict:
+    """VLM pseudo labels for the training split (computed once, then read from report.json)."""
+    report = _read_json(out_dir / "report.json")
+    if report is not None:
+        return report
+    from celseg.pseudo.generate import pseudo_label
+    from celseg.vlm.registry import load_vlm
+
+    vlm = load_vlm(vlm_name)
+    return pseudo_label(vlm, data_root, out_dir, threshold, progress=progress)
+
+
+def _train(cfg: Config, progress: bool) -> dict:
+    summary = _read_json(Path(cfg.train.out_dir) / "metrics.json")
+    if summary is not None:
+        print(f"[ablation] cached: {cfg.train.out_dir}")
+        return summary
+    from celseg.engine.checkpoint import has_checkpoint
+    from celseg.engine.trainer import train
+
+    # an interrupted run resumes from its last checkpoint
+    return train(cfg, resume=has_checkpoint(cfg.train.out_dir), progress=progress)
+
+
+def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
+              label_dir: str = "") -> Config:
+    cfg = base
+    for item in variant.overrides:
+        cfg = apply_override(cfg, item)
+    cfg = apply_override(cfg, f"train.seed={seed}")
+    cfg = apply_override(cfg, f"train.out_dir={out_dir}")
+    return apply_override(cfg, f"data.label_dir={label_dir}")
+
+
+def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
+                 pseudo_vlm: str, pseudo_threshold: float, self_train_threshold: float,
+                 progress: bool = True) -> tuple[list[RunRecord], dict]:
+    """Train and evaluate every (variant, seed); returns the records and the pseudo-label report."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    pseudo_report: dict = {}
+    pseudo_dir = out_root / "pseudo_labels"
+    if any(v.pseudo for v in variants):
+        print(f"[ablation] pseudo labels from {pseudo_vlm} -> {pseudo_dir}")
+        pseudo_report = ensure_pseudo_labels(pseudo_vlm, base.data.root, pseudo_dir,
+                                             pseudo_threshold, progress)
+    records: list[RunRecord] = []
+    for seed in seeds:
+        for variant in variants:
+            run_dir = out_root / variant.key / f"seed{seed}"
+            label_dir = ""
+            if variant.pseudo:
+                label_dir = str(pseudo_dir)
+            if variant.self_train:
+                label_dir = str(_self_train_labels(out_root, seed, base.data.root,
+                                                   self_train_threshold, progress))
+            cfg = configure(base, variant, seed, run_dir, label_dir)
+            print(f"[ablation] {variant.title} | seed {seed} -> {run_dir}")
+            records.append(RunRecord(variant, seed, run_dir, _train(cfg, progress)))
+    return records, pseudo_report
+
+
+def _self_train_labels(out_root: Path, seed: int, data_root: str, threshold: float,
+                       progress: bool) -> Path:
+    """Relabel the training set with this seed's ``+ pseudo labels`` model (once)."""
+    out = out_root / "selftrain_labels" / f"seed{seed}"
+    if (out / "report.json").is_file():
+        return out
+    from celseg.pseudo.self_train import relabel_from_checkpoint
+
+    ckpt = out_root / "pseudo" / f"seed{seed}" / "checkpoints" / "last.safetensors"
+    relabel_from_checkpoint(ckpt, data_root, out, threshold, progress=progress)
+    return out
+
+
+METRICS = ("miou_seen", "miou_unseen", "hiou")
+
+
+def aggregate(records: list[RunRecord]) -> dict[str, dict]:
+    """Per variant: mean and sample std over seeds of seen / unseen / hIoU (and diagnostics)."""
+    table: dict[str, dict] = {}
+    for rec in records:
+        row = table.setdefault(rec.variant.key, {"title": rec.variant.title, "runs": []})
+        row["runs"].append({"seed": rec.seed, **{k: rec.summary.get(k, math.nan)
+                                                 for k in (*METRICS, "unseen_as_background",
+                                                           "seen_as_background")}})
+    for row in table.values():
+        for key in (*METRICS, "unseen_as_background"):
+            values = [r[key] for r in row["runs"] if r.get(key) is not None
+                      and not math.isnan(r[key])]
+            row[key] = {
+                "mean": statistics.fmean(values) if values else math.nan,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "n": len(values),
+            }
+    return table

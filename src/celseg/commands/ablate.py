@@ -1,0 +1,60 @@
+"""``celseg ablate``: train and evaluate every variant over seeds and write docs/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default="configs/synthetic.yaml",
+                        help="base config every variant starts from")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated subset of: baseline,bgfree,ranking,pseudo,"
+                             "selftrain,oracle (default: all)")
+    parser.add_argument("--out", default="runs/ablation", help="folder for every run")
+    parser.add_argument("--vlm", default="runs/demo/vlm",
+                        help="vision-language model (name or folder) giving the pseudo labels")
+    parser.add_argument("--pseudo-threshold", type=float, default=0.5,
+                        help="confidence a VLM pseudo label needs")
+    parser.add_argument("--self-train-threshold", type=float, default=0.7,
+                        help="confidence a self-training label needs")
+    parser.add_argument("--results", default="docs/RESULTS.md",
+                        help="markdown report to write")
+    parser.add_argument("--no-figure", action="store_true",
+                        help="skip the figure of validation images across variants")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from celseg.ablation.report import figure, write_results
+    from celseg.ablation.runner import aggregate, run_ablation
+    from celseg.ablation.variants import select
+    from celseg.config import load_config
+
+    base = load_config(args.config, args.overrides)
+    variants = select([v.strip() for v in args.variants.split(",") if v.strip()])
+    out_root = Path(args.out)
+    records, pseudo_report = run_ablation(
+        base, variants, list(range(args.seeds)), out_root, args.vlm, args.pseudo_threshold,
+        args.self_train_threshold, progress=not args.quiet)
+    table = aggregate(records)
+    (out_root / "ablation.json").write_text(json.dumps(table, indent=1))
+    fig = None
+    results = Path(args.results)
+    if not args.no_figure:
+        fig = figure(records, base.data.root, results.parent / "ablation_examples.png")
+    command = "celseg " + " ".join(shlex.quote(a) for a in ["ablate", *sys.argv[2:]]) \
+        if sys.argv[1:2] == ["ablate"] else f"celseg ablate -c {args.config} --seeds {args.seeds}"
+    write_results(results, table, records, command, pseudo_report, fig)
+    from celseg.ablation.report import results_table
+
+    print(results_table(table))
+    print(f"wrote {results}")
+    return 0

@@ -1,0 +1,180 @@
+"""``SegmentationDataset``: reads the project layout (``images/SPLIT``, ``annotations/SPLIT``,
+``classes.json``) into ``(image, label, meta)`` with checks that name the bad file and value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from celseg.data.classes import ClassInfo, load_classes
+from celseg.data.transforms import normalize
+from celseg.errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+VIEWS = ("full", "zero_shot")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; a missing or unreadable file raises DataError naming it."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """(H, W) int64 class ids from a single-channel PNG ('L', 'P' or 16/32-bit integer)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"label {path} has mode {im.mode!r}; expected a single-channel "
+                                "PNG of class ids ('L' or 'P')")
+            return np.asarray(im).astype(np.int64)
+    except FileNotFoundError:
+        raise DataError(f"label file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"cannot read label {path}: {exc}") from None
+
+
+class SegmentationDataset(Dataset):
+    """Images and class-id labels of one split.
+
+    ``__getitem__`` returns ``(image (3, H, W) float normalised, label (H, W) long,
+    meta dict(name, path, size=(H, W) of the file))``. ``transform`` is a paired transform
+    ending in normalisation (``build_train_transform`` / ``build_eval_transform``); without
+    one the image is only normalised. ``view="zero_shot"`` maps unseen ids to 255.
+    With ``skip_bad`` a bad sample is counted in ``skipped`` (reasons in ``bad``) and the next
+    good one is returned; the count is per process when DataLoader workers are used.
+    """
+
+    def __init__(
+        self, root: str | Path, split: str, transform: Callable | None = None,
+        view: str = "full", label_dir: str | Path | None = None, skip_bad: bool = False,
+        max_items: int = 0, class_info: ClassInfo | None = None,
+    ):
+        if view not in VIEWS:
+            raise DataError(f"unknown dataset view {view!r}; expected one of {VIEWS}")
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.view = view
+        self.skip_bad = skip_bad
+        self.class_info = class_info if class_info is not None else load_classes(self.root)
+        self.image_dir = self.root / "images" / split
+        self.label_dir = Path(label_dir) if label_dir else self.root / "annotations" / split
+        if not self.image_dir.is_dir():
+            raise DataError(f"image folder not found: {self.image_dir}")
+        if not self.label_dir.is_dir():
+            raise DataError(f"label folder not found: {self.label_dir}")
+        self.skipped = 0
+        self.bad: list[str] = []
+        self._bad_index: set[int] = set()
+        samples = []
+        for path in sorted(self.image_dir.iterdir()):
+            if path.suffix.lower() not in IMAGE_EXTS:
+                continue
+            label = self.label_dir / f"{path.stem}.png"
+            if not label.is_file():
+                self._reject(DataError(f"label file not found for image {path}: {label}"))
+                continue
+            samples.append((path, label))
+        if max_items > 0:
+            samples = samples[:max_items]
+        if not samples:
+            raise DataError(f"no usable samples in {self.image_dir} (labels in {self.label_dir})")
+        self.samples = samples
+        self.lut = self._build_lut()
+
+    def _build_lut(self) -> np.ndarray:
+        """(256,) int64 id map: valid ids to themselves (unseen to 255 in the zero-shot view),
+        255 to 255, everything else to -1 (an error)."""
+        ci = self.class_info
+        if ci.num_classes > 255:
+            raise DataError(f"{ci.num_classes} classes do not fit uint8 label PNGs")
+        lut = np.full(256, -1, dtype=np.int64)
+        lut[: ci.num_classes] = np.arange(ci.num_classes)
+        lut[ci.ignore_index] = 255
+        if self.view == "zero_shot":
+            lut[ci.unseen_ids] = 255
+        return lut
+
+    def _reject(self, err: DataError) -> None:
+        if not self.skip_bad:
+            raise err
+        self.skipped += 1
+        self.bad.append(str(err))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Checked raw sample: (H, W, 3) uint8 image, (H, W) int64 label after the view's map."""
+        image_path, label_path = self.samples[index]
+        image = read_image(image_path)
+        raw = read_label(label_path)
+        if raw.shape != image.shape[:2]:
+            raise DataError(f"label {label_path} has size {raw.shape[1]}x{raw.shape[0]} but "
+                            f"image {image_path} has {image.shape[1]}x{image.shape[0]} (WxH)")
+        out_of_range = (raw < 0) | (raw > 255)
+        if out_of_range.any():
+            raise DataError(f"label {label_path} holds id {int(raw[out_of_range][0])} outside "
+                            "0..255")
+        label = self.lut[raw]
+        if (label < 0).any():
+            bad = np.unique(raw[label < 0]).tolist()
+            raise DataError(f"label {label_path} holds class id(s) {bad[:10]} not in "
+                            f"classes.json ({self.class_info.num_classes} classes, ignore "
+                            f"{self.class_info.ignore_index})")
+        return image, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        n = len(self.samples)
+        for attempt in range(n):
+            i = (index + attempt) % n
+            if i in self._bad_index:
+                continue
+            try:
+                image, label = self.load(i)
+            except DataError as err:
+                if not self.skip_bad:
+                    raise
+                self._bad_index.add(i)
+                self._reject(err)
+                continue
+            return self._finish(i, image, label)
+        raise DataError(f"every sample of {self.image_dir} is bad: {self.bad[:3]}")
+
+    def _finish(self, i: int, image: np.ndarray, label: np.ndarray):
+        path = self.samples[i][0]
+        meta = {"name": path.stem, "path": str(path), "size": tuple(label.shape)}
+        img = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+        lbl = torch.from_numpy(label)
+        if self.transform is not None:
+            img, lbl = self.transform(img, lbl)
+        else:
+            img = normalize(img)
+        return img, lbl, meta
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Stack samples into (B, 3, H, W), (B, H, W), metas; pads images with 0, labels with 255."""
+    h = max(b[0].shape[-2] for b in batch)
+    w = max(b[0].shape[-1] for b in batch)
+    images = batch[0][0].new_zeros((len(batch), 3, h, w))
+    labels = torch.full((len(batch), h, w), 255, dtype=torch.long)
+    for k, (img, lbl, _) in enumerate(batch):
+        images[k, :, : img.shape[-2], : img.shape[-1]] = img
+        labels[k, : lbl.shape[-2], : lbl.shape[-1]] = lbl
+    return images, labels, [b[2] for b in batch]

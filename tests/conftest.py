@@ -1,0 +1,17 @@
+"""Shared fixtures: ``synthetic_root`` is a tiny generated benchmark (12 train / 6 val images at
+64 px, 40 captions), made once per test session; treat it as read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from celseg.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    generate(root, seed=0, n_train=12, n_val=6, size=64, n_captions=40)
+    return root
