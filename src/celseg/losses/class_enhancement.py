@@ -1,0 +1,47 @@
+"""Background-free class enhancement loss, pixel-level part (issue 5, section 1 b).
+
+Notation: query q has class logits z_q over the vocabulary and mask logits M_q.
+
+    S(c, x) = sum_q softmax_c(z_q)[c] * sigmoid(M_q(x))            (inference.semantic_probs)
+    P(c, x) = S(c, x) / (sum_c' S(c', x) + eps)
+    L_pixel = mean over labelled pixels x with class y(x) of
+              -(1 - P(y, x))^gamma * log(max(P(y, x), eps))          (focal loss)
+
+S is computed at the mask resolution (stride 4) and bilinearly UPSAMPLED to the label size
+before the normalisation, exactly as ``inference.semantic_map`` does; labels are not resized.
+Ignore pixels are left out of the mean. In baseline mode the no-object column is dropped after
+the softmax, as at inference. (Part a, cross-entropy over matched queries only, is in
+``criterion.SetCriterion``.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from celseg.models.inference import semantic_probs
+
+
+def pixel_focal_loss(
+    pred_logits: torch.Tensor,
+    pred_masks: torch.Tensor,
+    labels_vocab: torch.Tensor,
+    has_background: bool,
+    gamma: float = 2.0,
+    ignore_index: int = 255,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """pred_logits (B,Q,C[+1]), pred_masks (B,Q,h,w), labels_vocab (B,H,W) -> () loss."""
+    scores = semantic_probs(pred_logits.float(), pred_masks.float(), has_background)
+    if scores.shape[-2:] != labels_vocab.shape[-2:]:
+        scores = F.interpolate(
+            scores, size=labels_vocab.shape[-2:], mode="bilinear", align_corners=False
+        )
+    probs = scores / (scores.sum(1, keepdim=True) + eps)  # (B,C,H,W)
+    valid = labels_vocab != ignore_index
+    if not valid.any():
+        return probs.sum() * 0.0
+    index = torch.where(valid, labels_vocab, torch.zeros_like(labels_vocab))
+    p_true = probs.gather(1, index[:, None]).squeeze(1)[valid]  # (N,) over labelled pixels
+    loss = -((1 - p_true) ** gamma) * p_true.clamp_min(eps).log()
+    return loss.mean()

@@ -1,0 +1,252 @@
+"""The set criterion: matching, then named loss terms, weighted in one place.
+
+Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
+
+- ``loss_ce``: baseline mode: cross-entropy over C+1 columns for every query; matched queries
+  target their class, unmatched ones the no-object column, whose class weight is
+  ``no_object_weight`` (weighted mean, as in DETR/MaskFormer). Background-free ("ce") mode:
+  cross-entropy over the C vocabulary columns for matched queries only (issue 5, 1 a).
+- ``loss_mask`` / ``loss_dice``: sigmoid BCE and dice of matched (query, segment) pairs, summed
+  and divided by the number of ground-truth segments in the batch; ignore pixels excluded.
+- ``loss_pixel``: focal loss on the aggregated semantic map (``class_enhancement``).
+- ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``).
+
+A term whose weight is 0 is not computed and not returned.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from celseg.config import LossConfig
+from celseg.errors import CelsegError
+from celseg.losses.class_enhancement import pixel_focal_loss
+from celseg.losses.mask_terms import dice_loss, sample_masks, sigmoid_bce
+from celseg.losses.matcher import HungarianMatcher
+from celseg.losses.ranking import ranking_loss
+
+TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank")
+
+
+class SetCriterion(nn.Module):
+    """Args:
+        matcher: callable ``(outputs, targets, valid (B,H,W) bool) -> [(query_idx, target_idx)]``.
+        weights: weight of each term in ``TERMS``.
+        has_background: baseline mode (pred_logits has a last no-object column).
+        no_object_weight: baseline class weight of the no-object column.
+        num_points: point sampling for the mask terms (0: every pixel).
+        aux_loss: also compute the terms for ``outputs["aux_outputs"]``.
+        pixel_gamma: focal gamma of ``loss_pixel``.
+        ranking_kind, ranking_tau, ranking_margin: see ``ranking.ranking_loss``.
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        weights: dict[str, float],
+        has_background: bool,
+        no_object_weight: float = 0.1,
+        num_points: int = 0,
+        aux_loss: bool = True,
+        pixel_gamma: float = 2.0,
+        ranking_kind: str = "listwise",
+        ranking_tau: float = 0.05,
+        ranking_margin: float = 0.1,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        unknown = set(weights) - set(TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {TERMS}")
+        if ranking_kind not in ("listwise", "pairwise"):
+            raise CelsegError(f"loss.ranking_kind '{ranking_kind}' is not listwise or pairwise")
+        self.matcher = matcher
+        self.weights = {k: float(weights.get(k, 0.0)) for k in TERMS}
+        self.has_background = has_background
+        self.no_object_weight = no_object_weight
+        self.num_points = num_points
+        self.aux_loss = aux_loss
+        self.pixel_gamma = pixel_gamma
+        self.ranking_kind = ranking_kind
+        self.ranking_tau = ranking_tau
+        self.ranking_margin = ranking_margin
+        self.ignore_index = ignore_index
+
+    def forward(
+        self,
+        outputs: dict,
+        targets: list[dict[str, torch.Tensor]],
+        labels_vocab: torch.Tensor,
+        rank_text_emb: torch.Tensor | None = None,
+        rank_target_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """outputs: the segmenter's dict; targets: ``labels_to_targets``; labels_vocab (B,H,W)
+        vocabulary indices with ``ignore_index``; rank_text_emb (R,D) with rank_target_index (C,)
+        mapping vocabulary index -> row (default: rank over ``outputs["text_emb"]``).
+        Returns weighted terms ``{"loss_ce": ..., "loss_ce_aux0": ..., ...}``."""
+        # the losses run in float32 even when the forward pass ran under autocast
+        with torch.autocast(device_type=labels_vocab.device.type, enabled=False):
+            return self._forward(outputs, targets, labels_vocab, rank_text_emb, rank_target_index)
+
+    def _forward(
+        self,
+        outputs: dict,
+        targets: list[dict[str, torch.Tensor]],
+        labels_vocab: torch.Tensor,
+        rank_text_emb: torch.Tensor | None,
+        rank_target_index: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        valid = labels_vocab != self.ignore_index
+        layers = [("", outputs)]
+        if self.aux_loss:
+            layers += [(f"_aux{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+        num_masks = max(sum(int(t["labels"].numel()) for t in targets), 1)
+        losses: dict[str, torch.Tensor] = {}
+        for suffix, out in layers:
+            indices = self.matcher(out, targets, valid)
+            terms = self.layer_terms(
+                out, targets, indices, valid, labels_vocab, num_masks, rank_text_emb,
+                rank_target_index,
+            )
+            # the one place where weights are applied
+            losses.update({name + suffix: self.weights[name] * v for name, v in terms.items()})
+        return losses
+
+    def layer_terms(
+        self,
+        out: dict,
+        targets: list[dict[str, torch.Tensor]],
+        indices: list[tuple[torch.Tensor, torch.Tensor]],
+        valid: torch.Tensor,
+        labels_vocab: torch.Tensor,
+        num_masks: int,
+        rank_text_emb: torch.Tensor | None = None,
+        rank_target_index: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted terms of one decoder prediction, for the given matching."""
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        if w["loss_ce"]:
+            terms["loss_ce"] = self.class_term(out["pred_logits"], targets, indices)
+        if w["loss_mask"] or w["loss_dice"]:
+            bce, dice = self.mask_terms(out["pred_masks"], targets, indices, valid, num_masks)
+            if w["loss_mask"]:
+                terms["loss_mask"] = bce
+            if w["loss_dice"]:
+                terms["loss_dice"] = dice
+        if w["loss_pixel"]:
+            terms["loss_pixel"] = pixel_focal_loss(
+                out["pred_logits"], out["pred_masks"], labels_vocab, self.has_background,
+                self.pixel_gamma, self.ignore_index,
+            )
+        if w["loss_rank"]:
+            terms["loss_rank"] = self.rank_term(
+                out, targets, indices, rank_text_emb, rank_target_index
+            )
+        return terms
+
+    def class_term(
+        self,
+        logits: torch.Tensor,
+        targets: list[dict[str, torch.Tensor]],
+        indices: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        logits = logits.float()
+        b, q, cols = logits.shape
+        batch_idx, query_idx, classes = _matched(targets, indices, logits.device)
+        if self.has_background:
+            target = torch.full((b, q), cols - 1, dtype=torch.long, device=logits.device)
+            target[batch_idx, query_idx] = classes
+            weight = torch.ones(cols, device=logits.device)
+            weight[-1] = self.no_object_weight
+            return F.cross_entropy(logits.transpose(1, 2), target, weight)
+        if classes.numel() == 0:
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[batch_idx, query_idx], classes)
+
+    def mask_terms(
+        self,
+        pred_masks: torch.Tensor,
+        targets: list[dict[str, torch.Tensor]],
+        indices: list[tuple[torch.Tensor, torch.Tensor]],
+        valid: torch.Tensor,
+        num_masks: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        bce = pred_masks.sum() * 0.0
+        dice = pred_masks.sum() * 0.0
+        for b, (qi, ti) in enumerate(indices):
+            if qi.numel() == 0:
+                continue
+            pred, tgt, w = sample_masks(
+                pred_masks[b, qi.to(pred_masks.device)], targets[b]["masks"][ti.to(valid.device)],
+                valid[b], self.num_points,
+            )
+            bce = bce + sigmoid_bce(pred, tgt, w).sum()
+            dice = dice + dice_loss(pred, tgt, w).sum()
+        return bce / num_masks, dice / num_masks
+
+    def rank_term(
+        self,
+        out: dict,
+        targets: list[dict[str, torch.Tensor]],
+        indices: list[tuple[torch.Tensor, torch.Tensor]],
+        rank_text_emb: torch.Tensor | None,
+        rank_target_index: torch.Tensor | None,
+    ) -> torch.Tensor:
+        embed = out["class_embed"]
+        batch_idx, query_idx, classes = _matched(targets, indices, embed.device)
+        if rank_text_emb is None:
+            rank_text_emb = out["text_emb"]
+            rows = classes
+        else:
+            if rank_target_index is None:
+                raise ValueError("rank_text_emb needs rank_target_index (vocabulary -> row)")
+            rows = rank_target_index.to(embed.device)[classes]
+        return ranking_loss(
+            embed[batch_idx, query_idx].float(), out["logit_scale"].float(), rows,
+            rank_text_emb.to(embed.device).float(), self.ranking_kind, self.ranking_tau,
+            self.ranking_margin,
+        )
+
+
+def _matched(
+    targets: list[dict[str, torch.Tensor]],
+    indices: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten a matching: (batch index, query index, vocabulary class) of each matched pair."""
+    batch = [torch.full_like(qi, b) for b, (qi, _) in enumerate(indices)]
+    queries = [qi for qi, _ in indices]
+    classes = [t["labels"][ti.to(t["labels"].device)].cpu() for t, (_, ti) in zip(
+        targets, indices, strict=True)]
+    if not queries:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty, empty
+    return (torch.cat(batch).to(device), torch.cat(queries).to(device),
+            torch.cat(classes).to(device))
+
+
+def build_criterion(cfg: LossConfig, has_background: bool) -> SetCriterion:
+    """The criterion and matcher described by ``cfg`` (the only place that reads LossConfig)."""
+    matcher = HungarianMatcher(cfg.cost_class, cfg.cost_mask, cfg.cost_dice, cfg.num_points)
+    weights = {
+        "loss_ce": cfg.class_weight,
+        "loss_mask": cfg.mask_weight,
+        "loss_dice": cfg.dice_weight,
+        "loss_pixel": cfg.pixel_weight,
+        "loss_rank": cfg.ranking_weight,
+    }
+    return SetCriterion(
+        matcher,
+        weights,
+        has_background,
+        no_object_weight=cfg.no_object_weight,
+        num_points=cfg.num_points,
+        aux_loss=cfg.aux_loss,
+        pixel_gamma=cfg.pixel_gamma,
+        ranking_kind=cfg.ranking_kind,
+        ranking_tau=cfg.ranking_tau,
+        ranking_margin=cfg.ranking_margin,
+    )

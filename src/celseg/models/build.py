@@ -1,0 +1,52 @@
+"""The one place that turns a ``ModelConfig`` into a ``Segmenter``."""
+
+from __future__ import annotations
+
+from celseg.config import ModelConfig
+from celseg.errors import CelsegError
+from celseg.models.backbone import build_backbone
+from celseg.models.classifier import TextClassifier
+from celseg.models.pixel_decoder import FPNPixelDecoder
+from celseg.models.segmenter import Segmenter
+from celseg.models.transformer_decoder import TransformerDecoder
+
+MODES = ("ce", "baseline")
+
+
+def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
+    """Build the segmenter for text embeddings of width ``embed_dim``.
+
+    ``cfg.mode``: ``"ce"`` (background-free) or ``"baseline"`` (learnable no-object embedding).
+    Reads backbone weights when ``cfg.pretrained`` (EfficientNet-Lite0 from its package, or a
+    Hugging Face backbone folder / hub id).
+    """
+    if cfg.mode not in MODES:
+        raise CelsegError(f"model.mode '{cfg.mode}' is not one of {', '.join(MODES)}")
+    if cfg.hidden_dim % 4 or cfg.hidden_dim % cfg.nheads:
+        raise CelsegError(
+            f"model.hidden_dim {cfg.hidden_dim} must be divisible by 4 and by model.nheads "
+            f"{cfg.nheads}"
+        )
+    if cfg.dec_layers < 1:
+        raise CelsegError(f"model.dec_layers must be >= 1, got {cfg.dec_layers}")
+    levels = min(3, cfg.dec_layers)  # memory levels the decoder layers read, round robin
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_backbone_bn)
+    pixel_decoder = FPNPixelDecoder(backbone.channels, cfg.hidden_dim, cfg.mask_dim, levels)
+    decoder = TransformerDecoder(
+        hidden_dim=cfg.hidden_dim,
+        mask_dim=cfg.mask_dim,
+        num_queries=cfg.num_queries,
+        num_layers=cfg.dec_layers,
+        nheads=cfg.nheads,
+        dim_feedforward=cfg.dim_feedforward,
+        num_levels=levels,
+        masked_attention=cfg.masked_attention,
+    )
+    classifier = TextClassifier(
+        cfg.hidden_dim,
+        embed_dim,
+        logit_scale_init=cfg.logit_scale_init,
+        learn_logit_scale=cfg.learn_logit_scale,
+        with_background=cfg.mode == "baseline",
+    )
+    return Segmenter(backbone, pixel_decoder, decoder, classifier)

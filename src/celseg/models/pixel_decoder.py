@@ -1,0 +1,76 @@
+"""FPN pixel decoder: per-pixel mask embeddings at stride 4 and multi-scale decoder memory."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from celseg.models.backbone import LEVELS
+
+
+def group_norm(dim: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups of at least 2 channels (so 1x1 maps stay defined)."""
+    groups = max(g for g in range(1, 33) if dim % g == 0 and (dim // g >= 2 or g == 1))
+    return nn.GroupNorm(groups, dim)
+
+
+def conv_norm_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        group_norm(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FPNPixelDecoder(nn.Module):
+    """Top-down feature pyramid over res2..res5.
+
+    Args:
+        in_channels: channels of res2..res5 (``backbone.channels``).
+        conv_dim: channels of every pyramid level (the transformer decoder's hidden size).
+        mask_dim: channels of the per-pixel mask embedding.
+        memory_levels: how many of res5, res4, res3 the decoder reads (1-3); the others get no
+            output convolution (it would receive no gradient).
+
+    ``forward(features)`` returns ``(mask_features (B, mask_dim, H/4, W/4), memory)`` where
+    ``memory`` is ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
+    (B, conv_dim, H/8, W/8)][:memory_levels]``, coarse to fine, for the decoder's
+    cross-attention.
+    """
+
+    def __init__(
+        self,
+        in_channels: dict[str, int],
+        conv_dim: int = 128,
+        mask_dim: int = 128,
+        memory_levels: int = 3,
+    ) -> None:
+        super().__init__()
+        if not 1 <= memory_levels <= 3:
+            raise ValueError(f"memory_levels must be 1, 2 or 3, got {memory_levels}")
+        self.memory_names = ["res5", "res4", "res3"][:memory_levels]
+        self.lateral = nn.ModuleDict(
+            {k: conv_norm_relu(in_channels[k], conv_dim, 1) for k in LEVELS}
+        )
+        self.output = nn.ModuleDict(
+            {k: conv_norm_relu(conv_dim, conv_dim, 3) for k in ["res2", *self.memory_names]}
+        )
+        self.mask_proj = nn.Conv2d(conv_dim, mask_dim, 1)
+        self.conv_dim = conv_dim
+        self.mask_dim = mask_dim
+
+    def forward(
+        self, features: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        outs: dict[str, torch.Tensor] = {}
+        top: torch.Tensor | None = None
+        for k in reversed(LEVELS):  # res5 -> res2
+            x = self.lateral[k](features[k])
+            if top is not None:
+                x = x + F.interpolate(top, size=x.shape[-2:], mode="nearest")
+            top = x
+            if k in self.output:
+                outs[k] = self.output[k](x)
+        mask_features = self.mask_proj(outs["res2"])
+        return mask_features, [outs[k] for k in self.memory_names]

@@ -1,0 +1,57 @@
+"""The mask-proposal segmenter, assembled from finished parts."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from celseg.models.classifier import TextClassifier
+
+
+class Segmenter(nn.Module):
+    """Backbone -> pixel decoder -> transformer decoder -> text classifier.
+
+    ``forward(images (B,3,H,W) ImageNet-normalised, text_emb (C,D) normalised)`` returns
+
+    - ``pred_logits`` (B,Q,C) logits; baseline mode (B,Q,C+1), last column = no-object
+    - ``pred_masks`` (B,Q,H/4,W/4) mask logits
+    - ``class_embed`` (B,Q,D) normalised query class embeddings
+    - ``logit_scale`` () the classifier's scale
+    - ``text_emb`` (C,D) the vocabulary it was given (the ranking loss and inference read it)
+    - ``aux_outputs`` list (one per earlier decoder prediction) of dicts with the same keys
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pixel_decoder: nn.Module,
+        transformer_decoder: nn.Module,
+        classifier: TextClassifier,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.transformer_decoder = transformer_decoder
+        self.classifier = classifier
+
+    @property
+    def has_background(self) -> bool:
+        return self.classifier.has_background
+
+    def forward(self, images: torch.Tensor, text_emb: torch.Tensor) -> dict:
+        feats = self.backbone.forward_features(images)
+        mask_features, memory = self.pixel_decoder(feats)
+        preds = self.transformer_decoder(memory, mask_features)
+        outs = []
+        for p in preds:
+            logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)
+            outs.append({
+                "pred_logits": logits,
+                "pred_masks": p["pred_masks"],
+                "class_embed": class_embed,
+                "logit_scale": scale,
+                "text_emb": text_emb,
+            })
+        final = dict(outs[-1])
+        final["aux_outputs"] = outs[:-1]
+        return final

@@ -1,0 +1,161 @@
+"""Mask2Former-style transformer decoder with learned queries and masked cross-attention.
+
+Each layer: masked cross-attention to one level of the pixel decoder's memory (round robin,
+coarse to fine), self-attention among queries, feed-forward. Before the first layer and after
+every layer the queries are read out into a mask embedding and a class feature; the mask
+logits are ``einsum("bqc,bchw->bqhw", mask_embed, mask_features)``. In masked attention a
+query only attends where its previous mask has sigmoid >= 0.5 (all pixels if none does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sine_position_embedding(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """2-D sine/cosine position code of a (B, C, h, w) map -> (B, h*w, dim), dim % 4 == 0."""
+    b, _, h, w = x.shape
+    quarter = dim // 4
+    freq = 1.0 / (10000 ** (torch.arange(quarter, device=x.device, dtype=torch.float32) / quarter))
+    ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) / h * 2 * math.pi
+    xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) / w * 2 * math.pi
+    py = ys[:, None] * freq[None]  # (h, quarter)
+    px = xs[:, None] * freq[None]  # (w, quarter)
+    pos = torch.cat(
+        [
+            py.sin()[:, None].expand(h, w, quarter),
+            py.cos()[:, None].expand(h, w, quarter),
+            px.sin()[None].expand(h, w, quarter),
+            px.cos()[None].expand(h, w, quarter),
+        ],
+        dim=-1,
+    )  # (h, w, dim)
+    return pos.reshape(1, h * w, dim).expand(b, -1, -1).to(x.dtype)
+
+
+class MLP(nn.Sequential):
+    """``num_layers`` linear layers with ReLU between them."""
+
+    def __init__(self, din: int, dhidden: int, dout: int, num_layers: int) -> None:
+        dims = [din] + [dhidden] * (num_layers - 1) + [dout]
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < num_layers - 1:
+                layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class DecoderLayer(nn.Module):
+    """Cross-attention -> self-attention -> FFN, post-norm, query position added to q and k."""
+
+    def __init__(self, dim: int, nheads: int, dim_feedforward: int) -> None:
+        super().__init__()
+        self.cross_attn = nn.MultiheadAttention(dim, nheads, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(dim, nheads, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim_feedforward), nn.ReLU(inplace=True), nn.Linear(dim_feedforward, dim)
+        )
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        query_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """queries/query_pos (B,Q,d); memory/memory_pos (B,L,d); attn_mask (B*heads,Q,L) bool."""
+        out, _ = self.cross_attn(
+            queries + query_pos, memory + memory_pos, memory, attn_mask=attn_mask,
+            need_weights=False,
+        )
+        queries = self.norm1(queries + out)
+        qk = queries + query_pos
+        out, _ = self.self_attn(qk, qk, queries, need_weights=False)
+        queries = self.norm2(queries + out)
+        return self.norm3(queries + self.ffn(queries))
+
+
+class TransformerDecoder(nn.Module):
+    """Q learned queries decoded against multi-scale memory.
+
+    Args:
+        hidden_dim: query and memory width (the pixel decoder's ``conv_dim``).
+        mask_dim: width of the per-pixel mask embedding.
+        num_queries, num_layers, nheads, dim_feedforward: sizes.
+        num_levels: number of memory levels (3: strides 32, 16, 8).
+        masked_attention: restrict cross-attention to each query's previous mask.
+
+    ``forward(memory, mask_features)`` returns one dict per prediction (``num_layers + 1``: the
+    first before any layer, the last after the final layer) with ``class_feat (B,Q,hidden_dim)``,
+    ``mask_embed (B,Q,mask_dim)`` and ``pred_masks (B,Q,h,w)`` logits at mask_features' size.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int = 128,
+        mask_dim: int = 128,
+        num_queries: int = 16,
+        num_layers: int = 3,
+        nheads: int = 4,
+        dim_feedforward: int = 512,
+        num_levels: int = 3,
+        masked_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_pos = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(num_levels, hidden_dim)
+        self.layers = nn.ModuleList(
+            [DecoderLayer(hidden_dim, nheads, dim_feedforward) for _ in range(num_layers)]
+        )
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        self.num_levels = num_levels
+        self.nheads = nheads
+        self.hidden_dim = hidden_dim
+        self.masked_attention = masked_attention
+
+    def _predict(
+        self, queries: torch.Tensor, mask_features: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        q = self.norm(queries)
+        mask_embed = self.mask_embed(q)
+        pred_masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        return {"class_feat": q, "mask_embed": mask_embed, "pred_masks": pred_masks}
+
+    def _attn_mask(self, pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B,Q,h,w) logits -> (B*heads, Q, size) bool, True where attention is blocked."""
+        m = F.interpolate(pred_masks.detach(), size=size, mode="bilinear", align_corners=False)
+        blocked = m.flatten(2).sigmoid() < 0.5  # (B, Q, L)
+        blocked[blocked.all(-1)] = False  # an empty mask would give NaN: attend everywhere
+        return blocked.repeat_interleave(self.nheads, dim=0)
+
+    def forward(
+        self, memory: list[torch.Tensor], mask_features: torch.Tensor
+    ) -> list[dict[str, torch.Tensor]]:
+        b = mask_features.shape[0]
+        srcs, poss, sizes = [], [], []
+        for i, m in enumerate(memory[: self.num_levels]):
+            sizes.append(tuple(m.shape[-2:]))
+            poss.append(sine_position_embedding(m, self.hidden_dim))
+            srcs.append(m.flatten(2).transpose(1, 2) + self.level_embed.weight[i])  # (B,L,d)
+        queries = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
+        query_pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
+        preds = [self._predict(queries, mask_features)]
+        for i, layer in enumerate(self.layers):
+            level = i % self.num_levels
+            attn_mask = None
+            if self.masked_attention:
+                attn_mask = self._attn_mask(preds[-1]["pred_masks"], sizes[level])
+            queries = layer(queries, query_pos, srcs[level], poss[level], attn_mask)
+            preds.append(self._predict(queries, mask_features))
+        return preds

@@ -1,0 +1,61 @@
+"""semantic_probs / semantic_map against naive loops and hand-made cases."""
+
+import math
+
+import pytest
+import torch
+
+from celseg.models.inference import semantic_map, semantic_probs
+
+
+def _sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+@pytest.mark.parametrize("has_background", [False, True])
+def test_semantic_probs_naive(has_background):
+    g = torch.Generator().manual_seed(0)
+    b, q_n, c_n, h, w = 2, 3, 4, 2, 3
+    logits = torch.randn(b, q_n, c_n + int(has_background), generator=g)
+    masks = torch.randn(b, q_n, h, w, generator=g)
+    got = semantic_probs(logits, masks, has_background)
+    assert got.shape == (b, c_n, h, w)
+    for i in range(b):
+        for c in range(c_n):
+            for y in range(h):
+                for x in range(w):
+                    ref = 0.0
+                    for q in range(q_n):
+                        e = [math.exp(v) for v in logits[i, q].tolist()]
+                        ref += e[c] / sum(e) * _sig(float(masks[i, q, y, x]))
+                    assert got[i, c, y, x].item() == pytest.approx(ref, rel=1e-5)
+
+
+def _outputs(probs_per_query, masks, text_n):
+    return {"pred_logits": torch.log(torch.tensor(probs_per_query))[None],
+            "pred_masks": torch.tensor(masks)[None], "text_emb": torch.zeros(text_n, 4)}
+
+
+def test_semantic_map_resizes_and_drops_background():
+    # 2 queries, 2 classes + no-object; query 0 covers left column, query 1 the right one
+    out = _outputs([[0.6, 0.1, 0.3], [0.1, 0.2, 0.7]], [[[9.0, -9.0]], [[-9.0, 9.0]]], 2)
+    pred = semantic_map(out, (4, 8))
+    assert pred.shape == (1, 4, 8)
+    assert pred[0, :, 0].tolist() == [0] * 4  # class 0 on the left
+    # right: no-object (0.7) dropped, class 1 (0.2) beats class 0 (0.1)
+    assert pred[0, :, -1].tolist() == [1] * 4
+
+
+def test_background_free_inferred_from_text_emb():
+    out = _outputs([[0.3, 0.7]], [[[5.0]]], 2)
+    assert semantic_map(out, (1, 1)).item() == 1  # two classes, no background column
+    assert semantic_map(out, (1, 1), has_background=True).item() == 0
+
+
+def test_seen_calibration_flips_close_calls():
+    # normalised probabilities 0.55 (seen class 0) vs 0.45 (unseen class 1)
+    out = _outputs([[0.55, 0.45]], [[[20.0]]], 2)
+    assert semantic_map(out, (1, 1), seen_ids=[0]).item() == 0
+    assert semantic_map(out, (1, 1), seen_ids=[0], calibration=0.05).item() == 0
+    assert semantic_map(out, (1, 1), seen_ids=[0], calibration=0.2).item() == 1
+    assert semantic_map(out, (1, 1), seen_ids=torch.tensor([1]), calibration=0.2).item() == 0

@@ -1,0 +1,162 @@
+"""Segmenter: shapes, gradients, vocabulary as input, background-free has no background."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from celseg.config import LossConfig, ModelConfig
+from celseg.errors import CelsegError, ModelLoadError
+from celseg.losses.criterion import build_criterion
+from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
+from celseg.models.build import build_segmenter
+
+TINY = ModelConfig(pretrained=False, hidden_dim=32, mask_dim=16, num_queries=5, dec_layers=2,
+                   nheads=2, dim_feedforward=32)
+D = 12
+
+
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory):
+    """Tiny randomly initialised ResNet and ConvNeXt backbones written with save_pretrained."""
+    from transformers import AutoBackbone, ConvNextConfig, ResNetConfig
+
+    root = tmp_path_factory.mktemp("hf")
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    configs = {
+        "resnet": ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 24], depths=[1] * 4,
+                               out_features=stages),
+        "convnext": ConvNextConfig(hidden_sizes=[8, 16, 16, 24], depths=[1] * 4,
+                                   out_features=stages),
+    }
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        AutoBackbone.from_config(cfg).save_pretrained(root / name)
+    return {k: str(root / k) for k in configs}
+
+
+def _cfg(backbone, hf_folders, mode):
+    if backbone == "efficientnet-lite0":
+        return dataclasses.replace(TINY, mode=mode)
+    return dataclasses.replace(TINY, mode=mode, backbone=hf_folders[backbone], pretrained=True)
+
+
+def _text(c, seed=0):
+    return F.normalize(torch.randn(c, D, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet-lite0", "resnet", "convnext"])
+@pytest.mark.parametrize("mode", ["ce", "baseline"])
+def test_forward_shapes_and_every_parameter_gets_gradient(backbone, mode, hf_folders):
+    torch.manual_seed(0)
+    model = build_segmenter(_cfg(backbone, hf_folders, mode), D).train()
+    extra = int(mode == "baseline")
+    images = torch.randn(2, 3, 64, 64)
+    for c in (5, 9):  # the vocabulary is an input
+        out = model(images, _text(c))
+        assert out["pred_logits"].shape == (2, 5, c + extra)
+        assert out["pred_masks"].shape == (2, 5, 16, 16)
+        assert out["class_embed"].shape == (2, 5, D)
+        assert torch.allclose(out["class_embed"].norm(dim=-1), torch.ones(2, 5), atol=1e-5)
+        assert out["logit_scale"].item() == pytest.approx(100.0, rel=1e-5)
+        assert len(out["aux_outputs"]) == 2
+        for aux in out["aux_outputs"]:
+            assert aux["pred_logits"].shape == out["pred_logits"].shape
+            assert aux["pred_masks"].shape == out["pred_masks"].shape
+        for t in [out["pred_logits"], out["pred_masks"]]:
+            assert torch.isfinite(t).all()
+    labels = torch.randint(0, 9, (2, 64, 64))
+    labels[:, :8] = 255
+    lut = build_vocab_lut(list(range(9)))
+    crit = build_criterion(LossConfig(pixel_weight=1.0, ranking_weight=1.0), model.has_background)
+    losses = crit(out, labels_to_targets(labels, lut), labels_to_vocab(labels, lut))
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    missing = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+
+
+def test_background_free_has_no_background_parameter():
+    model = build_segmenter(dataclasses.replace(TINY, mode="ce"), D)
+    names = [n.lower() for n, _ in model.named_parameters()]
+    names += [n.lower() for n, _ in model.named_buffers()]
+    assert not [n for n in names if "background" in n or "no_object" in n]
+    assert model.has_background is False
+    base = build_segmenter(dataclasses.replace(TINY, mode="baseline"), D)
+    bg = [n for n, _ in base.named_parameters() if "background" in n]
+    assert bg == ["classifier.background_embed"] and base.has_background is True
+
+
+def test_logits_are_scaled_cosines_and_background_is_last_column():
+    model = build_segmenter(dataclasses.replace(TINY, mode="baseline"), D).eval()
+    text = _text(3)
+    out = model(torch.randn(1, 3, 32, 32), text)
+    e = out["class_embed"][0, 0].tolist()
+    bg = model.classifier.background_embed.detach()
+    bg = (bg / bg.norm()).tolist()
+    for c, t in enumerate(text.tolist() + [bg]):
+        cos = sum(a * b for a, b in zip(e, t, strict=True)) / math.sqrt(sum(a * a for a in t))
+        assert out["pred_logits"][0, 0, c].item() == pytest.approx(100 * cos, abs=1e-3)
+
+
+def test_fixed_logit_scale_is_a_buffer():
+    model = build_segmenter(dataclasses.replace(TINY, learn_logit_scale=False,
+                                                logit_scale_init=20.0), D)
+    assert "classifier.log_logit_scale" not in dict(model.named_parameters())
+    assert model(torch.randn(1, 3, 32, 32), _text(2))["logit_scale"].item() == pytest.approx(20.0)
+
+
+def test_frozen_batchnorm_stays_frozen():
+    model = build_segmenter(TINY, D).train()
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(not m.training for m in bns)
+    assert all(not p.requires_grad for m in bns for p in m.parameters())
+    before = bns[0].running_mean.clone()
+    model(torch.randn(2, 3, 32, 32) * 5, _text(2))
+    assert torch.equal(before, bns[0].running_mean)
+    free = build_segmenter(dataclasses.replace(TINY, freeze_backbone_bn=False), D).train()
+    assert all(m.training for m in free.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_hf_backbone_loads_saved_weights(hf_folders):
+    model = build_segmenter(_cfg("resnet", hf_folders, "ce"), D)
+    saved = load_file(f"{hf_folders['resnet']}/model.safetensors")
+    mine = model.backbone.model.state_dict()
+    assert saved and all(torch.equal(mine[k], v) for k, v in saved.items())
+    assert model.backbone.channels == {"res2": 8, "res3": 16, "res4": 16, "res5": 24}
+
+
+def test_pretrained_efficientnet_backbone_loads():
+    model = build_segmenter(dataclasses.replace(TINY, pretrained=True), D).eval()
+    feats = model.backbone.forward_features(torch.zeros(1, 3, 64, 64))
+    assert {k: v.shape[1] for k, v in feats.items()} == model.backbone.channels
+    assert [v.shape[-1] for v in feats.values()] == [16, 8, 4, 2]
+
+
+def test_bad_backbone_and_mode_raise(tmp_path):
+    with pytest.raises(ModelLoadError, match="no-such"):
+        build_segmenter(dataclasses.replace(TINY, backbone=str(tmp_path / "no-such")), D)
+    with pytest.raises(CelsegError, match="mode"):
+        build_segmenter(dataclasses.replace(TINY, mode="other"), D)
+
+
+def test_autocast_forward_gives_float32_losses():
+    model = build_segmenter(TINY, D).train()
+    labels = torch.randint(0, 3, (2, 32, 32))
+    lut = build_vocab_lut([0, 1, 2])
+    crit = build_criterion(LossConfig(pixel_weight=1.0, ranking_weight=1.0), False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 32, 32), _text(3))
+        losses = crit(out, labels_to_targets(labels, lut), labels_to_vocab(labels, lut))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+
+
+def test_odd_input_size_rounds_up():
+    out = build_segmenter(TINY, D).eval()(torch.randn(1, 3, 50, 37), _text(4))
+    assert out["pred_masks"].shape == (1, 5, 13, 10)
