@@ -1,0 +1,158 @@
+"""Write unseen-class pseudo labels for a training split, in the dataset layout.
+
+The labelling rule (shared by the VLM pseudo labels and the self-training relabel): start from the
+zero-shot view of the true training label (unseen ids set to 255). On every pixel that is 255 in
+that view (unseen pixels AND originally unlabelled pixels), write the argmax class of the dense
+probabilities over ALL classes when it is an unseen class and its probability is >= threshold.
+Seen labels are kept; every other pixel stays 255. The output ``OUT/NAME.png`` (uint8 'L') has the
+same name as ``annotations/SPLIT/NAME.png`` so the folder can be used as ``data.label_dir``.
+``OUT/report.json`` holds the precision / recall of the pseudo labels against the true labels
+(see ``celseg.pseudo.report``) and the settings that produced them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from celseg.errors import DataError
+from celseg.pseudo import dense
+from celseg.pseudo.report import PseudoLabelStats, summarize
+
+ScoreFn = Callable[[Tensor], Tensor]  # images (1, 3, H, W) in [0, 1] -> probs (1, C, H, W)
+
+
+def check_out_dir(data_root: str | Path, out_dir: str | Path) -> None:
+    """Refuse an output folder that would overwrite the dataset's own images or annotations."""
+    root = Path(data_root).resolve()
+    out = Path(out_dir).resolve()
+    for protected in (root / "annotations", root / "images"):
+        if out == protected or protected in out.parents:
+            raise DataError(f"refusing to write pseudo labels into {out_dir}: it is inside the "
+                            f"dataset's own {protected.name}/ folder ({protected}); choose another "
+                            "--out")
+    if out == root:
+        raise DataError(f"refusing to write pseudo labels into the dataset root {out_dir}; "
+                        "choose another --out")
+
+
+def apply_rule(zs_label: Tensor, probs: Tensor, unseen_ids: list[int], threshold: float,
+               ignore_index: int = 255) -> Tensor:
+    """The labelling rule of the module docstring.
+
+    zs_label: (H, W) long, the zero-shot view (unseen ids already 255); probs: (C, H, W) class
+    probabilities over all classes. Returns (H, W) long.
+    """
+    conf, pred = probs.max(dim=0)
+    unseen = torch.as_tensor(unseen_ids, dtype=torch.long, device=pred.device)
+    write = (zs_label == ignore_index) & torch.isin(pred, unseen) & (conf >= threshold)
+    return torch.where(write, pred, zs_label)
+
+
+def zero_shot_view(label: Tensor, unseen_ids: list[int], ignore_index: int = 255) -> Tensor:
+    """label: (H, W) long with all true ids. Returns a copy with unseen ids set to ignore."""
+    unseen = torch.as_tensor(unseen_ids, dtype=torch.long, device=label.device)
+    return label.masked_fill(torch.isin(label, unseen), ignore_index)
+
+
+def write_labels(score_fn: ScoreFn, data_root: str | Path, out_dir: str | Path, threshold: float,
+                 split: str = "train", progress: bool = True, max_items: int = 0,
+                 settings: dict | None = None, desc: str = "pseudo labels") -> dict:
+    """Apply the labelling rule with ``score_fn`` to every image of ``split``; write PNGs + report.
+
+    score_fn: images (1, 3, H, W) in [0, 1] -> class probabilities (1, C, H, W) over all classes
+    of the dataset, in id order. Returns the report dict (also written to ``OUT/report.json``).
+    """
+    from celseg.data.dataset import SegmentationDataset
+
+    check_out_dir(data_root, out_dir)
+    if not 0.0 <= threshold <= 1.0:
+        raise DataError(f"threshold must be in [0, 1], got {threshold}")
+    dataset = SegmentationDataset(data_root, split, view="full", max_items=max_items)
+    info = dataset.class_info
+    unseen = info.unseen_ids
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stats = PseudoLabelStats(info.num_classes, info.ignore_index)
+    for i in tqdm(range(len(dataset)), desc=desc, disable=not progress, unit="img"):
+        image, label = dataset.load(i)  # (H, W, 3) uint8, (H, W) int64 true ids (checked)
+        name = dataset.samples[i][0].stem
+        label = torch.from_numpy(label)
+        image01 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None]
+        probs = score_fn(image01)[0].float().cpu()  # (C, H, W)
+        if probs.shape != (info.num_classes, *label.shape):
+            raise DataError(f"{name}: class probabilities of shape {tuple(probs.shape)}, "
+                            f"expected {(info.num_classes, *label.shape)}")
+        zs = zero_shot_view(label, unseen, info.ignore_index)
+        pseudo = apply_rule(zs, probs, unseen, threshold, info.ignore_index)
+        Image.fromarray(pseudo.numpy().astype(np.uint8)).save(out / f"{name}.png")
+        stats.update(pseudo, label)
+    report = summarize(stats.matrix, info)
+    report["images"] = len(dataset)
+    report["settings"] = {"data": str(data_root), "split": split, "threshold": threshold,
+                          **(settings or {})}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def pseudo_label(
+    vlm: torch.nn.Module,
+    data_root: str | Path,
+    out_dir: str | Path,
+    threshold: float = 0.5,
+    *,
+    split: str = "train",
+    temperature: float = dense.DEFAULT_TEMPERATURE,
+    key_smoothing: bool = False,
+    smoothing_k: int = dense.DEFAULT_SMOOTHING_K,
+    smoothing_tau: float = dense.DEFAULT_SMOOTHING_TAU,
+    prompt_denoising: bool = False,
+    denoise_threshold: float = dense.DEFAULT_DENOISE_THRESHOLD,
+    templates: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+    text_emb: Tensor | None = None,
+    progress: bool = True,
+    max_items: int = 0,
+) -> dict:
+    """Pseudo labels from a VLM's dense predictions over all class names (MaskCLIP+ style).
+
+    vlm: a ``VisionLanguageModel``; its device is used for the images. ``text_emb`` (C, D) skips
+    the text encoder (class embeddings in id order); otherwise the class names of the dataset are
+    encoded with ``templates`` (None: the VLM's default prompt ensemble) through the disk cache.
+    The dense options are those of ``celseg.pseudo.dense``. Returns the report dict.
+    """
+    from celseg.data.classes import load_classes
+
+    info = load_classes(data_root)
+    if text_emb is None:
+        from celseg.vlm.cache import text_embeddings
+
+        text_emb = text_embeddings(vlm, list(info.names), templates, cache_dir=cache_dir)
+    if text_emb.shape[0] != info.num_classes:
+        raise DataError(f"text embeddings for {text_emb.shape[0]} classes, dataset has "
+                        f"{info.num_classes}")
+    param = next(iter(vlm.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    text_emb = text_emb.to(device)
+    options = dict(temperature=temperature, key_smoothing=key_smoothing, smoothing_k=smoothing_k,
+                   smoothing_tau=smoothing_tau, prompt_denoising=prompt_denoising,
+                   denoise_threshold=denoise_threshold)
+    was_training = vlm.training
+    vlm.eval()
+
+    def score_fn(images: Tensor) -> Tensor:
+        return dense.dense_probs(vlm, images.to(device), text_emb, **options)
+
+    try:
+        settings = {"source": "vlm", "vlm": getattr(vlm, "name", type(vlm).__name__), **options}
+        return write_labels(score_fn, data_root, out_dir, threshold, split, progress, max_items,
+                            settings)
+    finally:
+        vlm.train(was_training)
