@@ -1,0 +1,52 @@
+"""``celseg pretrain-vlm``: train the offline default VLM (LiT) on a dataset's caption split."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from celseg.vlm.config import VLMConfig
+
+    d = VLMConfig()
+    parser.add_argument("--data", required=True, help="dataset root with captions/captions.jsonl")
+    parser.add_argument("--out", required=True, help="output folder (model.safetensors + "
+                        "celseg_vlm.json)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimiser steps ({d.steps})")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="passes over the caption images (overrides --steps)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr-backbone", type=float, default=d.lr_backbone)
+    parser.add_argument("--lr-proj", type=float, default=d.lr_proj)
+    parser.add_argument("--train-from-block", type=int, default=d.train_from_block,
+                        help="EfficientNet blocks before this index stay frozen (0-16)")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from celseg.vlm.config import VLMConfig
+    from celseg.vlm.pretrain import pretrain, read_captions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = VLMConfig(batch_size=args.batch_size, lr_backbone=args.lr_backbone,
+                    lr_proj=args.lr_proj, train_from_block=args.train_from_block, seed=args.seed)
+    if args.epochs is not None:
+        n = len(read_captions(args.data, "train"))
+        cfg = dataclasses.replace(cfg, steps=max(1, math.ceil(args.epochs * n / cfg.batch_size)))
+    elif args.steps is not None:
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    summary = pretrain(args.data, args.out, cfg, resume=args.resume,
+                       progress=not args.no_progress)
+    print(json.dumps(summary))
+    print(f"saved to {args.out} (load with --vlm {args.out})")
+    return 0

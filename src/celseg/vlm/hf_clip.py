@@ -1,0 +1,137 @@
+"""Hugging Face CLIP (``transformers.CLIPModel``) behind the VLM interface, with MaskCLIP dense
+features.
+
+Dense features (MaskCLIP, Zhou et al. 2022): in the last vision block the query-key attention is
+skipped; every patch token's value ``v_proj(ln1(x))`` goes through ``out_proj`` (then, as in
+MaskCLIP's code, the block's residual and MLP when ``dense_residual``), the final layer norm and
+the visual projection. Position embeddings are interpolated for other resolutions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from celseg.errors import ModelLoadError
+from celseg.vlm.base import VisionLanguageModel
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _features(out) -> torch.Tensor:
+    """transformers 5.x returns an output object from get_*_features; 4.x a tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    for attr in ("pooler_output", "image_embeds", "text_embeds"):
+        value = getattr(out, attr, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    return out[0]
+
+
+class HFCLIP(VisionLanguageModel):
+    """A ``transformers.CLIPModel`` plus its tokenizer.
+
+    Args:
+        model: the CLIPModel (eval mode, frozen).
+        tokenizer: callable tokenizer for the text tower.
+        name: stable id (the folder or hub id) used in cache keys.
+        mean, std: image normalisation of the checkpoint.
+        dense_residual: keep the last block's residual and MLP on the value path (MaskCLIP code).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, name: str,
+                 mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD,
+                 dense_residual: bool = True) -> None:
+        super().__init__()
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.embed_dim = int(model.config.projection_dim)
+        self.dense_residual = dense_residual
+        self.image_size = int(model.config.vision_config.image_size)
+        self.patch_size = int(model.config.vision_config.patch_size)
+        self.max_length = int(model.config.text_config.max_position_embeddings)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> HFCLIP:
+        return super().train(False)  # frozen
+
+    @torch.no_grad()
+    def encode_sentences(self, sentences: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        return F.normalize(_features(self.model.get_text_features(**tok)).float(), dim=-1)
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.to(self.device, torch.float32) - self.mean) / self.std
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B,3,H,W) in [0,1] -> (B, D): resized to the pretraining size, CLS token."""
+        x = F.interpolate(images.float(), size=(self.image_size, self.image_size),
+                          mode="bicubic", align_corners=False).clamp(0, 1)
+        out = self.model.get_image_features(pixel_values=self._normalize(x))
+        return F.normalize(_features(out).float(), dim=-1)
+
+    @torch.no_grad()
+    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B,3,H,W) in [0,1] -> (B, D, H//p, W//p) normalised (H, W cropped to p)."""
+        vision = self.model.vision_model
+        p = self.patch_size
+        h, w = images.shape[-2] // p, images.shape[-1] // p
+        if h == 0 or w == 0:
+            raise ValueError(f"image {tuple(images.shape[-2:])} smaller than one {p}px patch")
+        x = self._normalize(images[..., : h * p, : w * p])
+        hidden = vision.embeddings(x, interpolate_pos_encoding=True)  # (B, 1+h*w, width)
+        hidden = vision.pre_layrnorm(hidden)
+        layers = vision.encoder.layers
+        for layer in layers[:-1]:
+            out = layer(hidden, None)
+            hidden = out[0] if isinstance(out, tuple) else out
+        last = layers[-1]
+        attn = last.self_attn
+        # Value path only: no query-key attention, every token attends to itself.
+        v = attn.out_proj(attn.v_proj(last.layer_norm1(hidden)))
+        if self.dense_residual:
+            v = v + hidden
+            v = v + last.mlp(last.layer_norm2(v))
+        v = vision.post_layernorm(v[:, 1:])  # drop CLS: (B, h*w, width)
+        feats = self.model.visual_projection(v)  # (B, h*w, D)
+        feats = F.normalize(feats.float(), dim=-1)
+        return feats.transpose(1, 2).reshape(feats.shape[0], -1, h, w)
+
+
+def _read_norm(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    cfg = folder / "preprocessor_config.json"
+    if cfg.is_file():
+        try:
+            raw = json.loads(cfg.read_text())
+            return tuple(raw.get("image_mean", CLIP_MEAN)), tuple(raw.get("image_std", CLIP_STD))
+        except (OSError, ValueError):
+            pass
+    return CLIP_MEAN, CLIP_STD
+
+
+def load_hf_clip(name_or_path: str, device: str = "cpu", dense_residual: bool = True) -> HFCLIP:
+    """Load a CLIPModel and its tokenizer from a local folder or (online) a hub id."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    folder = Path(name_or_path)
+    try:
+        model = CLIPModel.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load CLIP model {name_or_path!r}: {exc}") from exc
+    mean, std = _read_norm(folder) if folder.is_dir() else (CLIP_MEAN, CLIP_STD)
+    name = f"hf-clip:{folder.resolve() if folder.is_dir() else name_or_path}"
+    return HFCLIP(model, tokenizer, name, mean, std, dense_residual).to(device)
