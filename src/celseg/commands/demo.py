@@ -1,0 +1,193 @@
+"""``celseg demo --out DIR``: the whole main job on the embedded benchmark.
+
+Steps (each skipped when its finished output exists, so a second run only prints results):
+
+1. ``DIR/data``      generate the synthetic benchmark              (marker ``generate.json``)
+2. ``DIR/vlm``       pretrain the default vision-language model     (``celseg_vlm.json``)
+3. ``DIR/runs/V``    train each variant V of :data:`VARIANTS`       (``metrics.json``; an
+                     interrupted run is resumed from its checkpoint)
+4. ``DIR/overlays``  validation images: image | ground truth | each variant's prediction
+5. print the results table and write ``DIR/results.md``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+# variant name -> config file under configs/. Later variants (ranking, pseudo labels, ...) are
+# one line each here.
+VARIANTS: dict[str, str] = {
+    "ce": "synthetic_ce.yaml",
+    "baseline": "synthetic_baseline.yaml",
+}
+DEFAULT_VARIANTS = ("ce",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated variants to train, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], nargs="+",
+                        metavar="SECTION.KEY=VALUE",
+                        help="config overrides applied to every variant (e.g. "
+                             "train.iterations=100 for a quick look)")
+    parser.add_argument("--seed", type=int, default=0, help="benchmark generation seed")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def config_path(name: str) -> Path:
+    """A file of the repository's ``configs/`` folder (or ``./configs``)."""
+    here = Path(__file__).resolve().parents[3] / "configs" / name
+    for candidate in (here, Path.cwd() / "configs" / name):
+        if candidate.is_file():
+            return candidate
+    from celseg.errors import CelsegError
+
+    raise CelsegError(f"config {name} not found in {here.parent} or ./configs")
+
+
+def _step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _done(start: float, what: str = "done") -> None:
+    print(f"   {what} in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def make_data(out: Path, seed: int, progress: bool) -> Path:
+    from celseg.data.synthetic import generate
+
+    data = out / "data"
+    marker = data / "generate.json"
+    t = _step("1/5 benchmark data")
+    if marker.is_file():
+        print(f"   cached: {data}")
+        return data
+    stats = generate(data, seed=seed, progress=progress)
+    marker.write_text(json.dumps(stats, indent=1, default=str))
+    _done(t, f"{stats.get('train')} train / {stats.get('val')} val images")
+    return data
+
+
+def pretrain_vlm(out: Path, data: Path, progress: bool) -> Path:
+    from celseg.cli import main as cli_main
+    from celseg.errors import CelsegError
+
+    vlm = out / "vlm"
+    t = _step("2/5 default vision-language model")
+    if (vlm / "celseg_vlm.json").is_file() and (vlm / "model.safetensors").is_file():
+        print(f"   cached: {vlm}")
+        return vlm
+    rc = cli_main(["pretrain-vlm", "--data", str(data), "--out", str(vlm),
+                   *([] if progress else ["--no-progress"])])
+    if rc != 0:
+        raise CelsegError(f"pretrain-vlm failed with exit code {rc}")
+    _done(t)
+    return vlm
+
+
+def train_variants(out: Path, data: Path, vlm: Path, variants: list[str], overrides: list[str],
+                   progress: bool) -> dict[str, dict]:
+    from celseg.config import load_config
+    from celseg.engine.checkpoint import has_checkpoint
+    from celseg.engine.trainer import train
+
+    results = {}
+    for i, name in enumerate(variants):
+        run_dir = out / "runs" / name
+        t = _step(f"3/5 train '{name}' ({i + 1}/{len(variants)})")
+        metrics = run_dir / "metrics.json"
+        if metrics.is_file():
+            print(f"   cached: {metrics}")
+        else:
+            cfg = load_config(config_path(VARIANTS[name]), [
+                f"data.root={data}", f"train.out_dir={run_dir}", f"model.vlm={vlm}", *overrides,
+            ])
+            train(cfg, resume=has_checkpoint(run_dir), progress=progress)
+            _done(t)
+        results[name] = json.loads(metrics.read_text())
+    return results
+
+
+def write_overlays(out: Path, data: Path, vlm: Path, variants: list[str], n: int = 6) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    from celseg.data.classes import load_classes
+    from celseg.engine.checkpoint import load_segmenter
+    from celseg.engine.predictor import segment
+    from celseg.engine.trainer import class_text_embeddings
+    from celseg.viz.overlay import colorize, legend_image, panel
+
+    target = out / "overlays" / "val_panel.png"
+    t = _step("4/5 overlays")
+    if target.is_file():
+        print(f"   cached: {target}")
+        return target
+    info = load_classes(data)
+    text_emb = class_text_embeddings(str(vlm), list(info.names))
+    models = {v: load_segmenter(out / "runs" / v)[0] for v in variants}
+    names = sorted(p.stem for p in (data / "images" / "val").iterdir())[:n]
+    rows, shown = [], set()
+    for name in names:
+        image_path = next((data / "images" / "val").glob(f"{name}.*"))
+        image = np.asarray(Image.open(image_path).convert("RGB"))
+        gt = np.asarray(Image.open(data / "annotations" / "val" / f"{name}.png"))
+        row = [image, colorize(gt, info.palette)]
+        shown.update(int(i) for i in np.unique(gt) if i != info.ignore_index)
+        for v in variants:
+            pred = segment(models[v], image, text_emb)
+            shown.update(int(i) for i in np.unique(pred))
+            row.append(colorize(pred, info.palette))
+        rows.append(row)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    panel(rows, ["image", "ground truth", *variants]).save(target)
+    legend = legend_image(list(info.names), info.palette, sorted(shown), marked=info.unseen_ids)
+    Image.fromarray(legend).save(target.with_name("legend.png"))
+    _done(t, f"wrote {target}")
+    return target
+
+
+def results_table(results: dict[str, dict]) -> str:
+    def f(v: object) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+    lines = ["| variant | seen mIoU | unseen mIoU | hIoU | unseen -> no-object % |",
+             "|---|---:|---:|---:|---:|"]
+    for name, s in results.items():
+        lines.append(f"| {name} | {f(s.get('miou_seen'))} | {f(s.get('miou_unseen'))} | "
+                     f"{f(s.get('hiou'))} | {f(s.get('unseen_as_background'))} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from celseg.commands.train import flatten_overrides
+    from celseg.errors import CelsegError
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise CelsegError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    out = Path(args.out)
+    start = time.perf_counter()
+    progress = not args.no_progress
+    data = make_data(out, args.seed, progress)
+    vlm = pretrain_vlm(out, data, progress)
+    results = train_variants(out, data, vlm, variants, flatten_overrides(args.overrides),
+                             progress)
+    panel_path = write_overlays(out, data, vlm, variants)
+    _step("5/5 results (validation split, all class names as vocabulary)")
+    table = results_table(results)
+    print(table)
+    (out / "results.md").write_text(
+        "# celseg demo results\n\nValidation split of the synthetic benchmark, vocabulary = all "
+        f"class names.\n\n{table}\n\nOverlays: {panel_path}\n"
+    )
+    print(f"\noverlays: {panel_path}\nresults:  {out / 'results.md'}\n"
+          f"total {time.perf_counter() - start:.0f} s")
+    return 0
