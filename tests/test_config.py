@@ -14,7 +14,9 @@ def test_defaults_are_frozen():
 
 
 def test_yaml_with_base_and_overrides(tmp_path):
-    (tmp_path / "base.yaml").write_text("train:\n  lr: 0.001\n  iterations: 10\nmodel:\n  mode: ce\n")
+    (tmp_path / "base.yaml").write_text(
+        "train:\n  lr: 0.001\n  iterations: 10\nmodel:\n  mode: ce\n"
+    )
     (tmp_path / "run.yaml").write_text("base: base.yaml\ntrain:\n  iterations: 20\n")
     cfg = load_config(tmp_path / "run.yaml", ["model.mode=baseline", "loss.ranking_weight=1"])
     assert cfg.train.lr == 0.001  # from the base

@@ -25,8 +25,8 @@ def naive_scores(preds, targets, n, ignore, unseen):
     inter = [0] * n
     gt = [0] * n
     pr = [0] * n
-    for p_img, t_img in zip(preds, targets):
-        for p, t in zip(p_img, t_img):
+    for p_img, t_img in zip(preds, targets, strict=True):
+        for p, t in zip(p_img, t_img, strict=True):
             if t == ignore:
                 continue
             gt[t] += 1
@@ -69,7 +69,7 @@ def close(a: float, b: float) -> bool:
 def test_matches_naive_reference(case):
     n, unseen, preds, targets = case
     cm = ConfusionMatrix(n, ignore_index=255)
-    for p, t in zip(preds, targets):
+    for p, t in zip(preds, targets, strict=True):
         cm.update(torch.tensor(p), torch.tensor(t))
     summary = summarize(cm.matrix, make_info(n, unseen))
     ious, s, u = naive_scores(preds, targets, n, 255, unseen)

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-images", type=int, default=0, help="0: all")
     parser.add_argument("--no-classification", action="store_true",
                         help="skip caption classification (datasets without captions)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _clean(value):

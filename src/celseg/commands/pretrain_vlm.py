@@ -17,15 +17,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help=f"optimiser steps ({d.steps})")
     parser.add_argument("--epochs", type=float, default=None,
                         help="passes over the caption images (overrides --steps)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr-backbone", type=float, default=d.lr_backbone)
-    parser.add_argument("--lr-proj", type=float, default=d.lr_proj)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="image-caption pairs per contrastive step")
+    parser.add_argument("--lr-backbone", type=float, default=d.lr_backbone,
+                        help="learning rate of the trained image-tower blocks")
+    parser.add_argument("--lr-proj", type=float, default=d.lr_proj,
+                        help="learning rate of the projection and the temperature")
     parser.add_argument("--train-from-block", type=int, default=d.train_from_block,
                         help="EfficientNet blocks before this index stay frozen (0-16)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seed of initialisation and batch order")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 The confusion matrix ``M[g, p]`` counts pixels of ground-truth class ``g`` predicted as ``p``;
 pixels whose ground truth equals ``ignore_index`` (or lies outside ``[0, C)``) are skipped.
 
-Per class c:  IoU_c = M[c,c] / (sum_p M[c,p] + sum_g M[g,c] - M[c,c]),  acc_c = M[c,c] / sum_p M[c,p].
+Per class c:  IoU_c = M[c,c] / (sum_p M[c,p] + sum_g M[g,c] - M[c,c]),
+acc_c = M[c,c] / sum_p M[c,p].
 A class with no ground-truth pixel in the whole evaluation set is "absent": its IoU is NaN and it
 is left out of every mean (the published protocol). mIoU is taken over the seen classes, the unseen
 classes and all classes; hIoU = 2 S U / (S + U) (NaN when either mean is NaN, 0 when both are 0).
@@ -35,7 +36,9 @@ class ConfusionMatrix:
         Predictions outside ``[0, C)`` on labelled pixels are an error: they would silently vanish.
         """
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
+            )
         pred = pred.reshape(-1).to(torch.int64).cpu()
         target = target.reshape(-1).to(torch.int64).cpu()
         valid = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
@@ -48,7 +51,9 @@ class ConfusionMatrix:
 
     def merge(self, other: ConfusionMatrix) -> None:
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge {other.num_classes}-class into {self.num_classes}-class")
+            raise ValueError(
+                f"cannot merge {other.num_classes}-class into {self.num_classes}-class"
+            )
         self.matrix += other.matrix
 
     def all_reduce(self) -> None:
