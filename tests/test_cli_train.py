@@ -58,3 +58,28 @@ def test_shipped_configs_load() -> None:
 def test_demo_rejects_unknown_variant(tmp_path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path), "--variants", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_small(tmp_path, capsys) -> None:
+    """The whole main job on a tiny benchmark; a second run reuses every finished step."""
+    import json
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--train-images", "8", "--val-images", "4",
+            "--captions", "48", "--size", "64", "--vlm-steps", "2", "--no-progress",
+            "--set", "train.iterations=2", "train.batch_size=2", "model.pretrained=false",
+            "data.crop_size=64", "train.warmup_iters=1", "train.ckpt_every=0"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "| baseline |" in first and "| ce_ranking |" in first
+    for variant in ("baseline", "ce_ranking"):
+        metrics = json.loads((out / "runs" / variant / "metrics.json").read_text())
+        assert 0.0 <= metrics["miou_seen"] <= 100.0
+    assert (out / "overlays" / "val_panel.png").is_file()
+    assert "unseen_as_background" in json.loads(
+        (out / "runs" / "baseline" / "metrics.json").read_text())
+    stamp = (out / "runs" / "baseline" / "metrics.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert second.count("cached") >= 4  # data, vlm, both runs (and the overlays)
+    assert (out / "runs" / "baseline" / "metrics.json").stat().st_mtime_ns == stamp
