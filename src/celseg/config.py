@@ -114,6 +114,13 @@ class EvalConfig:
     sliding_window: bool = False
     window_size: int = 512
     window_stride: int = 341
+    # zsseg two-stage inference (celseg.models.two_stage): each proposal's masked crop is
+    # classified by a VLM image encoder, p = p_seg^(1-w) * p_clip^w, w per seen / unseen class
+    two_stage: bool = False
+    two_stage_vlm: str = ""  # image encoder name / folder; "" = the model's model.vlm
+    clip_weight_seen: float = 0.2
+    clip_weight_unseen: float = 0.8
+    two_stage_crop_size: int = 224
 
 
 @dataclass(frozen=True)

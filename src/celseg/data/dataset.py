@@ -17,6 +17,24 @@ from celseg.errors import DataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 VIEWS = ("full", "zero_shot")
+DEFAULT_IGNORE = 255
+MAX_LABEL = 65535  # labels are 8- or 16-bit PNGs
+
+
+def label_ignore_index(class_info: ClassInfo) -> int:
+    """Ignore value of label tensors for a dataset with these classes.
+
+    255 while every class id fits below it (<= 255 classes: 8-bit data, the value the losses and
+    the trainer assume); otherwise the dataset's own ``class_info.ignore_index`` (65535 for the
+    16-bit Context-459 / ADE20K-847 conversions), which must not be a class id.
+    """
+    if class_info.num_classes <= DEFAULT_IGNORE:
+        return DEFAULT_IGNORE
+    ignore = int(class_info.ignore_index)
+    if 0 <= ignore < class_info.num_classes or ignore > MAX_LABEL:
+        raise DataError(f"ignore_index {ignore} of a {class_info.num_classes}-class dataset "
+                        f"must lie in {class_info.num_classes}..{MAX_LABEL}")
+    return ignore
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -54,7 +72,10 @@ class SegmentationDataset(Dataset):
     ``__getitem__`` returns ``(image (3, H, W) float normalised, label (H, W) long,
     meta dict(name, path, size=(H, W) of the file))``. ``transform`` is a paired transform
     ending in normalisation (``build_train_transform`` / ``build_eval_transform``); without
-    one the image is only normalised. ``view="zero_shot"`` maps unseen ids to 255.
+    one the image is only normalised. ``view="zero_shot"`` maps unseen ids to ignore.
+    Labels may be 8-bit or 16-bit PNGs; the file's ignore value (``class_info.ignore_index``)
+    becomes ``self.ignore_index``: 255 for <= 255 classes, else ``class_info.ignore_index``
+    (see :func:`label_ignore_index`); batch with ``collate(..., ignore_index=...)``.
     With ``skip_bad`` a bad sample is counted in ``skipped`` (reasons in ``bad``) and the next
     good one is returned; the count is per process when DataLoader workers are used.
     """
@@ -95,19 +116,24 @@ class SegmentationDataset(Dataset):
         if not samples:
             raise DataError(f"no usable samples in {self.image_dir} (labels in {self.label_dir})")
         self.samples = samples
+        self.ignore_index = label_ignore_index(self.class_info)
         self.lut = self._build_lut()
 
     def _build_lut(self) -> np.ndarray:
-        """(256,) int64 id map: valid ids to themselves (unseen to 255 in the zero-shot view),
-        255 to 255, everything else to -1 (an error)."""
+        """(256,) int64 id map (65536 entries when the classes or the file's ignore value do not
+        fit 8 bits): valid ids to themselves (unseen to ignore in the zero-shot view), the file's
+        ignore value to ``self.ignore_index``, everything else to -1 (an error)."""
         ci = self.class_info
-        if ci.num_classes > 255:
-            raise DataError(f"{ci.num_classes} classes do not fit uint8 label PNGs")
-        lut = np.full(256, -1, dtype=np.int64)
+        file_ignore = int(ci.ignore_index)
+        size = 256 if max(ci.num_classes - 1, file_ignore) <= 255 else MAX_LABEL + 1
+        if ci.num_classes > size or not 0 <= file_ignore < size:
+            raise DataError(f"{ci.num_classes} classes with ignore {file_ignore} do not fit "
+                            "8- or 16-bit label PNGs")
+        lut = np.full(size, -1, dtype=np.int64)
         lut[: ci.num_classes] = np.arange(ci.num_classes)
-        lut[ci.ignore_index] = 255
+        lut[file_ignore] = self.ignore_index
         if self.view == "zero_shot":
-            lut[ci.unseen_ids] = 255
+            lut[ci.unseen_ids] = self.ignore_index
         return lut
 
     def _reject(self, err: DataError) -> None:
@@ -127,10 +153,10 @@ class SegmentationDataset(Dataset):
         if raw.shape != image.shape[:2]:
             raise DataError(f"label {label_path} has size {raw.shape[1]}x{raw.shape[0]} but "
                             f"image {image_path} has {image.shape[1]}x{image.shape[0]} (WxH)")
-        out_of_range = (raw < 0) | (raw > 255)
+        out_of_range = (raw < 0) | (raw >= len(self.lut))
         if out_of_range.any():
             raise DataError(f"label {label_path} holds id {int(raw[out_of_range][0])} outside "
-                            "0..255")
+                            f"0..{len(self.lut) - 1}")
         label = self.lut[raw]
         if (label < 0).any():
             bad = np.unique(raw[label < 0]).tolist()
@@ -168,12 +194,15 @@ class SegmentationDataset(Dataset):
         return img, lbl, meta
 
 
-def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """Stack samples into (B, 3, H, W), (B, H, W), metas; pads images with 0, labels with 255."""
+def collate(batch: list, ignore_index: int = DEFAULT_IGNORE
+            ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Stack samples into (B, 3, H, W), (B, H, W), metas; pads images with 0 and labels with
+    ``ignore_index`` (pass ``dataset.ignore_index``: 255 unless the dataset has > 255 classes,
+    e.g. ``functools.partial(collate, ignore_index=dataset.ignore_index)``)."""
     h = max(b[0].shape[-2] for b in batch)
     w = max(b[0].shape[-1] for b in batch)
     images = batch[0][0].new_zeros((len(batch), 3, h, w))
-    labels = torch.full((len(batch), h, w), 255, dtype=torch.long)
+    labels = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
     for k, (img, lbl, _) in enumerate(batch):
         images[k, :, : img.shape[-2], : img.shape[-1]] = img
         labels[k, : lbl.shape[-2], : lbl.shape[-1]] = lbl

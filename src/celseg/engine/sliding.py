@@ -72,3 +72,20 @@ def segmenter_predictor(model: torch.nn.Module, text_emb: torch.Tensor,
         return probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
 
     return predict
+
+
+def two_stage_predictor(model: torch.nn.Module, text_emb: torch.Tensor, has_background: bool,
+                        two_stage_probs: Callable[[dict, torch.Tensor, bool], torch.Tensor]
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Like :func:`segmenter_predictor` with two-stage scores: ``two_stage_probs(outputs, crop
+    (B,3,w,w) normalised, has_background) -> (B,C,h,w)`` (e.g. ``TwoStage.probs`` of the
+    evaluator), resized to the window and normalised over classes."""
+
+    @torch.no_grad()
+    def predict(crop: torch.Tensor) -> torch.Tensor:
+        outputs = model(crop, text_emb)
+        probs = two_stage_probs(outputs, crop, has_background).float()
+        probs = F.interpolate(probs, size=crop.shape[-2:], mode="bilinear", align_corners=False)
+        return probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
+
+    return predict

@@ -161,6 +161,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
 
         # --- data and vocabulary -----------------------------------------------------------
         class_info = load_classes(cfg.data.root)
+        if class_info.num_classes > 255:
+            raise CelsegError(
+                f"{cfg.data.root} has {class_info.num_classes} classes: training supports at "
+                "most 255 (8-bit labels, 255 = ignore); larger datasets (Context-459, "
+                "ADE20K-847) are for `celseg evaluate`"
+            )
         vocab = training_vocabulary(class_info, cfg.data.setting, cfg.data.label_dir)
         lut = vocab.lut().to(device)
         train_set = SegmentationDataset(
@@ -243,7 +249,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
 
         def run_eval(at_step: int) -> dict:
             summary = evaluate(model, val_set, all_emb, class_info, cfg.eval, device,
-                               progress=progress and is_main)
+                               progress=progress and is_main,
+                               two_stage_vlm=cfg.eval.two_stage_vlm or cfg.model.vlm)
             summary["step"] = at_step
             if is_main:
                 logger.log({"step": at_step, "eval": {k: v for k, v in summary.items()
