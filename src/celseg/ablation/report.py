@@ -67,7 +67,9 @@ def per_class_unseen(records: list[RunRecord]) -> str:
     for name in unseen:
         cells = []
         for runs in variants.values():
-            vals = [r[name]["iou"] for r in runs if name in r and not math.isnan(r[name]["iou"])]
+            # NaN (absent class) is stored as null in metrics.json
+            vals = [r[name]["iou"] for r in runs if name in r and r[name]["iou"] is not None
+                    and not math.isnan(r[name]["iou"])]
             cells.append(f"{sum(vals) / len(vals):.1f}" if vals else "n/a")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -120,7 +122,8 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
 
 
 def write_results(path: Path, table: dict, records: list[RunRecord], command: str,
-                  pseudo_report: dict, figure_path: Path | None, notes: str = "") -> None:
+                  pseudo_report: dict, figure_path: Path | None, notes: str = "",
+                  diagnosis: str = "") -> None:
     parts = [
         "# Ablation on the embedded zero-shot benchmark",
         "",
@@ -143,6 +146,11 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
         "",
         per_class_unseen(records),
     ]
+    if diagnosis:
+        parts += ["", "## Where do unseen pixels go? (validation, mean over seeds)", "",
+                  "Shares (%) of unseen-class ground-truth pixels by predicted class; the last "
+                  "column re-scores the same checkpoints with the peers' fixed seen-class "
+                  "calibration (0.1), which the main table does not use.", "", diagnosis]
     if pseudo_report:
         from celseg.pseudo.report import format_table as pseudo_table
 

@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="markdown report to write")
     parser.add_argument("--no-figure", action="store_true",
                         help="skip the figure of validation images across variants")
+    parser.add_argument("--no-diagnosis", action="store_true",
+                        help="skip re-evaluating checkpoints for where unseen pixels go")
+    parser.add_argument("--notes", default="",
+                        help="markdown file whose text is appended to the report")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -52,7 +56,16 @@ def run(args: argparse.Namespace) -> int:
         fig = figure(records, base.data.root, results.parent / "ablation_examples.png")
     command = "celseg " + " ".join(shlex.quote(a) for a in ["ablate", *sys.argv[2:]]) \
         if sys.argv[1:2] == ["ablate"] else f"celseg ablate -c {args.config} --seeds {args.seeds}"
-    write_results(results, table, records, command, pseudo_report, fig)
+    diagnosis = ""
+    if not args.no_diagnosis:
+        from celseg.ablation.diagnose import diagnose, diagnosis_table
+
+        diag = diagnose(records, base.data.root)
+        (out_root / "diagnosis.json").write_text(json.dumps(diag, indent=1))
+        diagnosis = diagnosis_table(diag)
+        print(diagnosis)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    write_results(results, table, records, command, pseudo_report, fig, notes, diagnosis)
     from celseg.ablation.report import results_table
 
     print(results_table(table))
