@@ -103,7 +103,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0  # 0: evaluate only at the end
     ckpt_every: int = 200
-    self_train_rounds: int = 0
+    self_train_rounds: int = 0  # not read by `train`: self-training is `pseudo-label --from-ckpt`
 
 
 @dataclass(frozen=True)
