@@ -30,6 +30,10 @@ VARIANTS: tuple[Variant, ...] = (
                                                             "data.setting=inductive")),
     Variant("ranking", "background-free + ranking", BACKGROUND_FREE + RANKING
             + ("data.setting=inductive",)),
+    # the ranked set also holds the unseen NAMES (no unseen labels): the spec's mechanism for
+    # "seen-class proposals learn where unseen classes lie"
+    Variant("ranking_all", "background-free + ranking over all names", BACKGROUND_FREE + RANKING
+            + ("data.setting=inductive", "loss.ranking_include_unseen=true")),
     Variant("pseudo", "+ pseudo labels", BACKGROUND_FREE + RANKING
             + ("data.setting=transductive",), pseudo=True),
     Variant("selftrain", "+ self-training", BACKGROUND_FREE + RANKING

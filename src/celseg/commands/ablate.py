@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     parser.add_argument("--variants", default="",
-                        help="comma-separated subset of: baseline,bgfree,ranking,pseudo,"
-                             "selftrain,oracle (default: all)")
+                        help="comma-separated subset of: baseline,bgfree,ranking,ranking_all,"
+                             "pseudo,selftrain,oracle (default: all)")
     parser.add_argument("--out", default="runs/ablation", help="folder for every run")
     parser.add_argument("--vlm", default="runs/demo/vlm",
                         help="vision-language model (name or folder) giving the pseudo labels")
