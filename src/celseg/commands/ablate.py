@@ -8,12 +8,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from celseg.commands.options import add_set_argument, flatten_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default="configs/synthetic.yaml",
                         help="base config every variant starts from")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
+    add_set_argument(parser, "override config keys of every variant (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     parser.add_argument("--variants", default="",
                         help="comma-separated subset of: baseline,bgfree,ranking,ranking_all,"
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from celseg.ablation.variants import select
     from celseg.config import load_config
 
-    base = load_config(args.config, args.overrides)
+    base = load_config(args.config, flatten_overrides(args.overrides))
     variants = select([v.strip() for v in args.variants.split(",") if v.strip()])
     out_root = Path(args.out)
     records, pseudo_report = run_ablation(

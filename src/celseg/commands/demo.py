@@ -18,6 +18,8 @@ import math
 import time
 from pathlib import Path
 
+from celseg.commands.options import add_set_argument, flatten_overrides
+
 # variant name -> config file under configs/. Later variants (ranking, pseudo labels, ...) are
 # one line each here.
 VARIANTS: dict[str, str] = {
@@ -33,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help=f"comma-separated variants to train, from: {', '.join(VARIANTS)}")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], nargs="+",
-                        metavar="SECTION.KEY=VALUE",
-                        help="config overrides applied to every variant (e.g. "
+    add_set_argument(parser, "config overrides applied to every variant (e.g. "
                              "train.iterations=100 for a quick look)")
     parser.add_argument("--seed", type=int, default=0, help="benchmark generation seed")
     parser.add_argument("--train-images", type=int, default=1200,
@@ -178,7 +178,6 @@ def results_table(results: dict[str, dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from celseg.commands.train import flatten_overrides
     from celseg.errors import CelsegError
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from celseg.commands.options import add_set_argument, flatten_overrides
+
 EVAL_SECTIONS = ("data", "eval")
 EVAL_SECTIONS_PREFIX = tuple(f"{s}." for s in EVAL_SECTIONS)
 
@@ -59,10 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vision-language model for the text embeddings (default: the "
                              "run's model.vlm; must share its text space); also the two-stage "
                              "image encoder when eval.two_stage_vlm is empty")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], nargs="+",
-                        metavar="eval.KEY=VALUE",
-                        help="override eval or data settings, e.g. --set "
-                             "eval.seen_calibration=0.1 eval.two_stage=true")
+    add_set_argument(parser, "override eval or data settings, e.g. --set "
+                             "eval.seen_calibration=0.1 eval.two_stage=true", "eval.KEY=VALUE")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--max-images", type=int, default=0,
                         help="evaluate only the first N images (0: all)")
@@ -70,7 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from celseg.commands.train import flatten_overrides
     from celseg.config import apply_override
     from celseg.data.classes import load_classes
     from celseg.data.dataset import SegmentationDataset

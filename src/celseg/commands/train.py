@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from celseg.commands.options import add_set_argument, flatten_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True,
                         help="YAML config file (e.g. configs/synthetic_ce.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE", nargs="+",
-                        help="override config values, e.g. --set train.iterations=100 "
+    add_set_argument(parser, "override config values, e.g. --set train.iterations=100 "
                              "model.mode=baseline (repeatable)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true",
@@ -23,14 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="replace an existing run in train.out_dir instead of refusing")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide the progress bar (logs are still written)")
-
-
-def flatten_overrides(groups: list) -> list[str]:
-    """``--set a=1 b=2 --set c=3`` arrives as nested lists; flatten them in order."""
-    flat: list[str] = []
-    for item in groups:
-        flat.extend(item if isinstance(item, list) else [item])
-    return flat
 
 
 def run(args: argparse.Namespace) -> int:

@@ -123,15 +123,20 @@ def parse_classes(raw: dict, source: str = "classes.json") -> ClassInfo:
                      int(raw.get("ignore_index", 255)), str(raw.get("name", "")))
 
 
+def read_json_file(path: str | Path, what: str) -> object:
+    """Parse a JSON file; a missing or malformed file is a DataError naming ``what`` and path."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
 def load_classes(root_or_file: str | Path) -> ClassInfo:
     """Read ``classes.json`` from a dataset root (or the file itself)."""
     path = Path(root_or_file)
     if path.is_dir():
         path = path / "classes.json"
-    if not path.is_file():
-        raise DataError(f"class file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from exc
-    return parse_classes(raw, str(path))
+    return parse_classes(read_json_file(path, "class file"), str(path))

@@ -17,7 +17,6 @@ file that is renamed into place, so an interrupted run never leaves a half-writt
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from celseg.data.classes import ClassInfo, load_classes, parse_classes
+from celseg.data.classes import ClassInfo, load_classes, parse_classes, read_json_file
 from celseg.errors import DataError
 
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "splits"
@@ -48,11 +47,7 @@ class Pair:
 # ----------------------------------------------------------------------------- class lists
 def load_split_json(filename: str) -> dict:
     """The raw JSON of a shipped class list (``celseg/data/splits/FILENAME``)."""
-    path = SPLITS_DIR / filename
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read shipped class list {path}: {exc}") from exc
+    return read_json_file(SPLITS_DIR / filename, "shipped class list")
 
 
 def shipped_classes(filename: str) -> ClassInfo:
@@ -61,13 +56,7 @@ def shipped_classes(filename: str) -> ClassInfo:
 
 def read_split_file(path: Path) -> list[str]:
     """Unseen class names from a user split file: a JSON list, or ``{"unseen": [...]}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"split file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"split file {path} is not valid JSON: {exc}") from exc
+    raw = read_json_file(path, "split file")
     if isinstance(raw, dict):
         raw = raw.get("unseen")
     if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
