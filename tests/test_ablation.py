@@ -60,3 +60,30 @@ def test_unseen_destinations_hand_counted():
     assert d["seen_other"] == pytest.approx(100 * 10 / total)
     empty = unseen_destinations(torch.zeros(5, 5, dtype=torch.int64), info)
     assert math.isnan(empty["correct"])
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--seeds", "0"], "--seeds"),
+    (["--seeds", "-1"], "-1"),
+    (["--pseudo-threshold", "1.5"], "1.5"),
+    (["--self-train-threshold", "-0.1"], "-0.1"),
+])
+def test_ablate_rejects_bad_values_before_any_work(tmp_path, capsys, argv, named):
+    from celseg.cli import main
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("earlier results")
+    assert main(["ablate", *argv, "--out", str(tmp_path / "runs"), "--results", str(results),
+                 "--quiet"]) == 2
+    assert named in capsys.readouterr().err
+    assert results.read_text() == "earlier results"  # nothing overwritten
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ablate_missing_dataset_is_named(tmp_path, capsys):
+    from celseg.cli import main
+
+    assert main(["ablate", "--out", str(tmp_path / "runs"), "--quiet",
+                 "--set", f"data.root={tmp_path / 'nowhere'}"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

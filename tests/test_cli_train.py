@@ -83,3 +83,10 @@ def test_demo_end_to_end_small(tmp_path, capsys) -> None:
     second = capsys.readouterr().out
     assert second.count("cached") >= 4  # data, vlm, both runs (and the overlays)
     assert (out / "runs" / "baseline" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("flag", ["--train-images", "--val-images", "--captions", "--size"])
+def test_demo_rejects_non_positive_sizes(tmp_path, capsys, flag) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), flag, "0", "--no-progress"]) == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -42,8 +42,17 @@ def run(args: argparse.Namespace) -> int:
     from celseg.ablation.runner import aggregate, run_ablation
     from celseg.ablation.variants import select
     from celseg.config import load_config
+    from celseg.data.classes import load_classes
+    from celseg.errors import CelsegError
 
+    if args.seeds < 1:
+        raise CelsegError(f"--seeds must be at least 1, got {args.seeds}")
+    for flag, value in (("--pseudo-threshold", args.pseudo_threshold),
+                        ("--self-train-threshold", args.self_train_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise CelsegError(f"{flag} must lie in [0, 1], got {value}")
     base = load_config(args.config, flatten_overrides(args.overrides))
+    load_classes(base.data.root)  # a missing dataset fails here, before any model is loaded
     variants = select([v.strip() for v in args.variants.split(",") if v.strip()])
     out_root = Path(args.out)
     records, pseudo_report = run_ablation(

@@ -189,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     sizes = dict(n_train=args.train_images, n_val=args.val_images, n_captions=args.captions,
                  size=args.size)
+    for flag, value in (("--train-images", args.train_images), ("--val-images", args.val_images),
+                        ("--captions", args.captions), ("--size", args.size)):
+        if value < 1:
+            raise CelsegError(f"{flag} must be at least 1, got {value}")
     data = make_data(out, args.seed, progress, sizes)
     vlm = pretrain_vlm(out, data, progress, args.vlm_steps)
     results = train_variants(out, data, vlm, variants, flatten_overrides(args.overrides),
