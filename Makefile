@@ -5,9 +5,12 @@ TORCH_SPEC ?= torch==2.13.0
 # A GPU user can point this at another index, e.g. TORCH_INDEX=--index-url https://download.pytorch.org/whl/cu124
 TORCH_INDEX ?=
 DEMO_DIR ?= runs/demo
+# the checkpoint `make serve` puts on its page: by default the paper's method from `make demo`
+SERVE_CKPT ?= $(DEMO_DIR)/runs/ce_ranking
+SERVE_PORT ?= 7860
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo test lint bench serve clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +31,10 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
+
+serve: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[demo]"
+	$(BIN)/celseg serve --ckpt $(SERVE_CKPT) --port $(SERVE_PORT)
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run_all.py

@@ -36,9 +36,9 @@ def test_train_bad_override_is_named(tmp_path, capsys) -> None:
     assert "train.nope" in capsys.readouterr().err
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path, capsys) -> None:
+def test_resume_without_checkpoint_is_an_error(tmp_path, capsys, synthetic_root) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"train:\n  out_dir: {tmp_path / 'run'}\n")
+    cfg.write_text(f"data:\n  root: {synthetic_root}\ntrain:\n  out_dir: {tmp_path / 'run'}\n")
     assert main(["train", "-c", str(cfg), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 

@@ -103,7 +103,7 @@ def test_evaluate_cli_matches_naive_per_image_reference(full_run, tiny_root, tmp
     from celseg.data.classes import load_classes
     from celseg.engine.checkpoint import load_segmenter
     from celseg.engine.predictor import segment
-    from celseg.engine.trainer import class_text_embeddings
+    from celseg.vlm.loading import class_text_embeddings
 
     out, _ = full_run
     report = tmp_path / "eval.json"

@@ -110,7 +110,9 @@ def test_zero_clip_weights_equal_single_stage(run, tmp_path):
     neutral = _evaluate(out, tmp_path, "--set", "eval.two_stage=true",
                         "eval.clip_weight_seen=0", "eval.clip_weight_unseen=0",
                         "eval.two_stage_crop_size=32")
-    assert neutral["pixel_acc"] == pytest.approx(plain["pixel_acc"], abs=1e-9)
+    assert plain["protocol"] == "ensemble" and neutral["protocol"] == "two_stage"
+    segmenter = plain["protocols"]["segmenter"]
+    assert neutral["pixel_acc"] == pytest.approx(segmenter["pixel_acc"], abs=1e-9)
 
 
 def test_two_stage_with_sliding_window(run, tmp_path):
@@ -157,3 +159,17 @@ def test_paper_configs_load_with_two_stage_keys():
         assert not load_config(paper / f"{name}.yaml").eval.two_stage  # opt-in: --set
     ade = load_config(paper / "ov_eval_ade847.yaml").eval
     assert (ade.clip_weight_seen, ade.clip_weight_unseen) == (0.2, 0.8)
+
+
+def test_protocols_computed_together_equal_separate_evaluations(run, tmp_path):
+    out, _, _ = run
+    together = _evaluate(out, tmp_path)
+    assert together["protocol"] == "ensemble"
+    assert set(together["protocols"]) == {"ensemble", "segmenter", "vlm"}
+    alone = _evaluate(out, tmp_path, "--set", "eval.ensemble=false")
+    assert alone["protocol"] == "segmenter" and set(alone["protocols"]) == {"segmenter"}
+    vlm = _evaluate(out, tmp_path, "--set", "eval.ensemble_alpha=1", "eval.ensemble_beta=1")
+    assert vlm["protocol"] == "vlm"
+    for name, single in (("segmenter", alone), ("vlm", vlm)):
+        assert together["protocols"][name]["pixel_acc"] == single["pixel_acc"]
+        assert together["protocols"][name]["confusion"] == single["protocols"][name]["confusion"]

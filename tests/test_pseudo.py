@@ -322,18 +322,52 @@ class FakeSegmenter(torch.nn.Module):
 
 @pytest.mark.parametrize("threshold,writes", [(0.5, True), (0.7, False)])
 def test_self_train_relabel_rule(tmp_path, threshold, writes):
+    from celseg.config import EvalConfig
+    from celseg.engine.predictor import Predictor
     from celseg.pseudo.self_train import relabel
 
     root = tmp_path / "data"
     items = make_dataset(root, n=2)
     # normalised over classes: p = (0.1, 0.2, 0.6, 0.1) everywhere -> unseen class 2 wins
     model = FakeSegmenter([0.1, 0.2, 0.6, 0.1])
-    relabel(model, torch.tensor(TEXT, dtype=torch.float32), root, tmp_path / "st", threshold,
-            progress=False)
+    predictor = Predictor(model, FakeVLM(), EvalConfig(ensemble=False),
+                          cache_dir=tmp_path / "cache")
+    assert predictor.protocol == "segmenter"
+    relabel(predictor, root, tmp_path / "st", threshold, progress=False)
     for name, (_, label) in items.items():
         pseudo = read_png(tmp_path / "st" / f"{name}.png")
         expected = np.where(np.isin(label, [0, 1]), label, 2 if writes else 255)
         np.testing.assert_array_equal(pseudo, expected)
+
+
+def test_class_balanced_thresholds_hand_case():
+    from celseg.pseudo.generate import HIST_BINS, class_balanced_thresholds
+
+    hist = torch.zeros(3, HIST_BINS, dtype=torch.long)
+    hist[0, [999]] = 10  # all confident: the global threshold decides
+    hist[1, [100, 200, 300, 400]] = 1  # top half lies at >= bin 300
+    # class 2 has no candidate pixel
+    t = class_balanced_thresholds(hist, share=0.5, threshold=0.7)
+    assert t[0] == pytest.approx(0.7)
+    assert t[1] == pytest.approx(300 / (HIST_BINS - 1))
+    assert t[2] == pytest.approx(0.7)
+
+
+def test_self_train_class_share_keeps_a_low_confidence_class(tmp_path):
+    from celseg.config import EvalConfig
+    from celseg.engine.predictor import Predictor
+    from celseg.pseudo.self_train import relabel
+
+    root = tmp_path / "data"
+    items = make_dataset(root, n=2)
+    model = FakeSegmenter([0.1, 0.2, 0.6, 0.1])  # unseen class 2 at confidence 0.6 everywhere
+    predictor = Predictor(model, FakeVLM(), EvalConfig(ensemble=False),
+                          cache_dir=tmp_path / "cache")
+    report = relabel(predictor, root, tmp_path / "st", 0.9, class_share=0.5, progress=False)
+    assert report["class_thresholds"]["blue thing"] <= 0.6
+    for name, (_, label) in items.items():  # 0.9 alone would write nothing
+        pseudo = read_png(tmp_path / "st" / f"{name}.png")
+        np.testing.assert_array_equal(pseudo, np.where(np.isin(label, [0, 1]), label, 2))
 
 
 # --- the command end to end ----------------------------------------------------------------

@@ -7,7 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from celseg.models.two_stage import geometric_ensemble, masked_crop, two_stage_probs
+from celseg.models.inference import geometric_ensemble
+from celseg.models.two_stage import masked_crop, two_stage_probs
 
 COLORS = torch.eye(3)  # class c is "pure colour c": red, green, blue
 
@@ -28,8 +29,8 @@ class FakeVLM(torch.nn.Module):
 def test_geometric_mean_hand_computed():
     p_seg = torch.tensor([[[0.5, 0.3, 0.2]]])
     p_clip = torch.tensor([[[0.1, 0.2, 0.7]]])
-    unseen = torch.tensor([False, False, True])
-    got = geometric_ensemble(p_seg, p_clip, unseen, clip_weight_seen=0.3, clip_weight_unseen=0.8)
+    weight = torch.tensor([0.3, 0.3, 0.8])  # seen, seen, unseen
+    got = geometric_ensemble(p_seg, p_clip, weight)
     want = [0.5 ** 0.7 * 0.1 ** 0.3, 0.3 ** 0.7 * 0.2 ** 0.3, 0.2 ** 0.2 * 0.7 ** 0.8]
     torch.testing.assert_close(got[0, 0], torch.tensor(want))
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pseudo-label": ("celseg.commands.pseudo_label", "write unseen-class pseudo labels from a VLM"),
     "ablate": ("celseg.commands.ablate", "run the ablation of the paper's claims over seeds"),
     "demo": ("celseg.commands.demo", "run the whole main job on the embedded benchmark"),
+    "serve": ("celseg.commands.serve", "a local web page: your image, your class names"),
 }
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except CelsegError as exc:
         print(f"celseg {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # Interrupted: 128 + signal number
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ wrong type are errors that name the offending key and value.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,22 @@ from typing import Any
 
 import yaml
 
+from celseg.config_rules import (
+    above,
+    at_least,
+    between,
+    device_name,
+    existing_dir,
+    multiple_of,
+    not_above,
+    not_below,
+    not_empty,
+    one_of,
+    path_problems,
+    problems,
+    spec,
+    vlm_name,
+)
 from celseg.errors import CelsegError
 
 
@@ -26,101 +43,140 @@ class ConfigError(CelsegError, ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = "data/synthetic"  # dataset folder in the project layout
-    train_split: str = "train"
-    val_split: str = "val"
+    # dataset folder in the project layout
+    root: str = spec("data/synthetic", not_empty(), existing_dir("classes.json"))
+    train_split: str = spec("train", not_empty())
+    val_split: str = spec("val", not_empty())
     # zero-shot view of the training labels: "inductive" hides unseen classes (set to 255),
     # "transductive" also hides them but lets unseen names into the training vocabulary,
     # "oracle" keeps every label (upper bound)
-    setting: str = "inductive"
-    label_dir: str = ""  # training label PNGs used in place of annotations/ (pseudo labels)
-    crop_size: int = 128
-    min_scale: float = 0.75
-    max_scale: float = 1.5
+    setting: str = spec("inductive", one_of("inductive", "transductive", "oracle"))
+    # training label PNGs used in place of annotations/ (pseudo labels)
+    label_dir: str = spec("", existing_dir(allow_empty=True))
+    crop_size: int = spec(128, at_least(1))
+    min_scale: float = spec(0.75, above(0))
+    max_scale: float = spec(1.5, above(0), not_below("min_scale"))
     flip: bool = True
-    color_jitter: float = 0.2
+    color_jitter: float = spec(0.2, between(0, 1))
     skip_bad: bool = False  # skip (and count) unreadable samples instead of failing
-    max_train: int = 0  # 0 = all training images
-    max_val: int = 0  # 0 = all validation images
-    base_size: int = 0  # short side that random scaling multiplies; 0 = the image's own size
-    eval_size: int = 0  # short side images are resized to for evaluation; 0 = keep original
+    max_train: int = spec(0, at_least(0))  # 0 = all training images
+    max_val: int = spec(0, at_least(0))  # 0 = all validation images
+    # short side that random scaling multiplies; 0 = the image's own size
+    base_size: int = spec(0, at_least(0))
+    # short side images are resized to for evaluation; 0 = keep original
+    eval_size: int = spec(0, at_least(0))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     # "ce": background-free (class enhancement); "baseline": learnable no-object embedding
-    mode: str = "ce"
-    backbone: str = "efficientnet-lite0"  # or a Hugging Face AutoBackbone name or folder
+    mode: str = spec("ce", one_of("ce", "baseline"))
+    # "efficientnet-lite0", a Hugging Face AutoBackbone name or folder, or "vlm": the frozen
+    # image tower of model.vlm, shared with the out-of-vocabulary branch (FC-CLIP)
+    backbone: str = spec("efficientnet-lite0", not_empty())
     pretrained: bool = True
     freeze_backbone_bn: bool = True
-    vlm: str = "default"  # vision-language model giving the text embeddings: name or path
-    hidden_dim: int = 128
-    mask_dim: int = 128
-    num_queries: int = 16
-    dec_layers: int = 3
-    nheads: int = 4
-    dim_feedforward: int = 512
+    # vision-language model giving the text embeddings: name or path
+    vlm: str = spec("default", not_empty(), vlm_name())
+    # backbone "vlm": input upsampling before the shared tower
+    vlm_input_scale: float = spec(1.0, above(0))
+    # LiT tower at vlm_input_scale 2: the decoder reads its stages at strides 4..32 of the
+    # ORIGINAL image (res3, res4, res5, res5 pooled), so masks and head cost stay those of scale 1
+    vlm_original_strides: bool = True
+    hidden_dim: int = spec(128, at_least(1), multiple_of("nheads"))
+    mask_dim: int = spec(128, at_least(1))
+    num_queries: int = spec(16, at_least(1))
+    dec_layers: int = spec(3, at_least(1))
+    nheads: int = spec(4, at_least(1))
+    dim_feedforward: int = spec(512, at_least(1))
     masked_attention: bool = True
-    logit_scale_init: float = 100.0
+    logit_scale_init: float = spec(100.0, above(0))
     learn_logit_scale: bool = True
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    class_weight: float = 2.0  # cross-entropy of matched queries
-    mask_weight: float = 5.0  # sigmoid BCE on masks
-    dice_weight: float = 5.0
-    no_object_weight: float = 0.1  # baseline only: weight of the no-object class
-    cost_class: float = 2.0
-    cost_mask: float = 5.0
-    cost_dice: float = 5.0
-    num_points: int = 0  # 0: full-resolution mask terms; >0: point sampling
+    class_weight: float = spec(2.0, at_least(0))  # cross-entropy of matched queries
+    mask_weight: float = spec(5.0, at_least(0))  # sigmoid BCE on masks
+    dice_weight: float = spec(5.0, at_least(0))
+    no_object_weight: float = spec(0.1, at_least(0))  # baseline only: weight of the no-object class
+    cost_class: float = spec(2.0, at_least(0))
+    cost_mask: float = spec(5.0, at_least(0))
+    cost_dice: float = spec(5.0, at_least(0))
+    num_points: int = spec(0, at_least(0))  # 0: full-resolution mask terms; >0: point sampling
     aux_loss: bool = True
-    pixel_weight: float = 0.0  # background-free pixel-level focal term on the aggregated map
-    pixel_gamma: float = 2.0
-    ranking_weight: float = 0.0  # ranking class enhancement loss
-    ranking_kind: str = "listwise"  # "listwise" (KL) or "pairwise" (margin)
-    ranking_tau: float = 0.05  # temperature of the text-similarity target distribution
-    ranking_margin: float = 0.1
+    # background-free pixel-level focal term on the aggregated map
+    pixel_weight: float = spec(0.0, at_least(0))
+    pixel_gamma: float = spec(2.0, at_least(0))
+    ranking_weight: float = spec(0.0, at_least(0))  # ranking class enhancement loss
+    # "listwise" (KL) or "pairwise" (margin)
+    ranking_kind: str = spec("listwise", one_of("listwise", "pairwise"))
+    # temperature of the text-similarity target distribution
+    ranking_tau: float = spec(0.05, above(0))
+    ranking_margin: float = spec(0.1, at_least(0))
     ranking_include_unseen: bool = False  # rank over unseen names too (transductive)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    out_dir: str = "runs/default"
-    iterations: int = 600
-    batch_size: int = 8
-    lr: float = 4e-4
-    backbone_lr_mult: float = 0.1
-    weight_decay: float = 0.05
-    warmup_iters: int = 30
-    poly_power: float = 0.9
-    grad_clip: float = 1.0
+    out_dir: str = spec("runs/default", not_empty())
+    iterations: int = spec(600, at_least(1))
+    batch_size: int = spec(8, at_least(1))
+    lr: float = spec(4e-4, above(0))
+    backbone_lr_mult: float = spec(0.1, at_least(0))
+    weight_decay: float = spec(0.05, at_least(0))
+    warmup_iters: int = spec(30, at_least(0))
+    poly_power: float = spec(0.9, at_least(0))
+    grad_clip: float = spec(1.0, at_least(0))
     amp: bool = True  # mixed precision, used on CUDA only
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    num_workers: int = 0
-    log_every: int = 20
-    eval_every: int = 0  # 0: evaluate only at the end
-    ckpt_every: int = 200
-    self_train_rounds: int = 0  # not read by `train`: self-training is `pseudo-label --from-ckpt`
+    seed: int = spec(0, at_least(0))
+    device: str = spec("auto", device_name())  # "auto", "cpu", "cuda", "cuda:1", ...
+    num_workers: int = spec(0, at_least(0))
+    log_every: int = spec(20, at_least(1))
+    eval_every: int = spec(0, at_least(0))  # 0: evaluate only at the end
+    ckpt_every: int = spec(200, at_least(0))
+    # not read by `train`: self-training is `pseudo-label --from-ckpt`
+    self_train_rounds: int = spec(0, at_least(0))
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    batch_size: int = 8
-    seen_calibration: float = 0.0  # subtracted from seen-class probabilities at inference
-    vocabulary: str = "all"  # "all" class names of the dataset, or "seen"
+    batch_size: int = spec(8, at_least(1))
+    # subtracted from seen-class probabilities at inference
+    seen_calibration: float = spec(0.0, between(0, 1))
+    # "all" class names of the dataset, or "seen"
+    vocabulary: str = spec("all", one_of("all", "seen"))
     sliding_window: bool = False
-    window_size: int = 512
-    window_stride: int = 341
+    window_size: int = spec(512, at_least(1))
+    window_stride: int = spec(341, at_least(1), not_above("window_size"))
     # zsseg two-stage inference (celseg.models.two_stage): each proposal's masked crop is
     # classified by a VLM image encoder, p = p_seg^(1-w) * p_clip^w, w per seen / unseen class
     two_stage: bool = False
-    two_stage_vlm: str = ""  # image encoder name / folder; "" = the model's model.vlm
-    clip_weight_seen: float = 0.2
-    clip_weight_unseen: float = 0.8
-    two_stage_crop_size: int = 224
+    # image encoder name / folder; "" = the model's model.vlm
+    two_stage_vlm: str = spec("", vlm_name(allow_empty=True))
+    clip_weight_seen: float = spec(0.2, between(0, 1))
+    clip_weight_unseen: float = spec(0.8, between(0, 1))
+    two_stage_crop_size: int = spec(224, at_least(1))
+    # FC-CLIP out-of-vocabulary ensemble (celseg.models.inference): each proposal's mask pools
+    # the VLM's dense image features, p_out = softmax(oov_logit_scale * cos(pooled, text)), and
+    # p = p_in^(1-w) * p_out^w with w = ensemble_alpha for classes that had ground-truth labels
+    # in the run's training data and ensemble_beta for the others. Used whenever the VLM has an
+    # image tower; alpha = beta = 1 is the VLM alone, ensemble=false the segmenter alone.
+    ensemble: bool = True
+    ensemble_alpha: float = spec(0.4, between(0, 1))
+    ensemble_beta: float = spec(0.8, between(0, 1))
+    # weight of classes trained only on pseudo labels: alpha|beta
+    ensemble_pseudo: str = spec("beta", one_of("alpha", "beta"))
+    # "soft" (sigmoid-weighted mask) or "binary" (mask logit > 0)
+    pooling: str = spec("soft", one_of("soft", "binary"))
+    oov_logit_scale: float = spec(100.0, above(0))
+    # FC-CLIP renormalises the ensembled probabilities over classes per proposal
+    ensemble_renorm: bool = True
+    # the image is upsampled by this factor before the VLM's dense_features (a finer map to
+    # pool from; 1 = as the VLM does it); not used with a shared backbone
+    dense_input_scale: float = spec(1.0, above(0))
+    # image-path VLM for the ensemble; "" = the run's model.vlm
+    vlm: str = spec("", vlm_name(allow_empty=True))
 
 
 @dataclass(frozen=True)
@@ -140,6 +196,9 @@ def _section_type(name: str) -> type:
             "eval": EvalConfig}[name]
 
 
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against a field annotation, allowing int -> float; raise naming ``key``."""
     if isinstance(annotation, str):
@@ -155,6 +214,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"config key '{key}': value {value!r} does not match {annotation}")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if annotation in (str, int, float, bool):
         if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
             return value
@@ -183,8 +244,32 @@ def _apply(cfg: Config, section: str, key: str, value: Any) -> Config:
     return dataclasses.replace(cfg, **{section: dataclasses.replace(sec, **{key: value})})
 
 
-def from_dict(raw: dict[str, Any], cfg: Config | None = None, source: str = "<dict>") -> Config:
-    """Overlay a ``{section: {key: value}}`` mapping on ``cfg`` (defaults when None)."""
+def validate(cfg: Config) -> Config:
+    """Check every value against the rules declared next to its field; raise naming the key."""
+    for section in SECTIONS:
+        for key, value, problem in problems(getattr(cfg, section)):
+            raise ConfigError(f"config key '{section}.{key}': value {value!r} {problem}")
+    return cfg
+
+
+def check_paths(cfg: Config, sections: tuple[str, ...] = tuple(SECTIONS)) -> Config:
+    """Check the keys naming files or folders that must exist (before a run touches anything).
+
+    Kept apart from :func:`validate`: a run's saved config is read back on machines where its
+    data folder is absent.
+    """
+    for section in sections:
+        for key, value, problem in path_problems(getattr(cfg, section)):
+            raise ConfigError(f"config key '{section}.{key}': value {value!r} {problem}")
+    return cfg
+
+
+def from_dict(raw: dict[str, Any], cfg: Config | None = None, source: str = "<dict>",
+              check: bool = True) -> Config:
+    """Overlay a ``{section: {key: value}}`` mapping on ``cfg`` (defaults when None).
+
+    ``check`` validates the result (:func:`validate`); pass False when more layers follow.
+    """
     cfg = cfg or Config()
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
@@ -195,7 +280,7 @@ def from_dict(raw: dict[str, Any], cfg: Config | None = None, source: str = "<di
             raise ConfigError(f"{source}: section '{section}' must be a mapping, got {values!r}")
         for key, value in values.items():
             cfg = _apply(cfg, section, key, value)
-    return cfg
+    return validate(cfg) if check else cfg
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -203,8 +288,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping, got {type(raw).__name__}")
     return raw
@@ -221,24 +308,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             base_raw = _read_yaml(base_path)
             if "base" in base_raw:
                 raise ConfigError(f"{base_path}: a base config may not name a base of its own")
-            cfg = from_dict(base_raw, cfg, str(base_path))
-        cfg = from_dict(raw, cfg, str(path))
-    for item in overrides or []:
-        cfg = apply_override(cfg, item)
-    return cfg
+            cfg = from_dict(base_raw, cfg, str(base_path), check=False)
+        cfg = from_dict(raw, cfg, str(path), check=False)
+    return apply_overrides(cfg, overrides or [])
 
 
-def apply_override(cfg: Config, item: str) -> Config:
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides in order, then validate the result once (so
+    ``eval.window_size=256 eval.window_stride=128`` passes through no invalid pair)."""
+    for item in items:
+        cfg = apply_override(cfg, item, check=False)
+    return validate(cfg)
+
+
+def apply_override(cfg: Config, item: str, check: bool = True) -> Config:
     """Apply one ``section.key=value`` override; the value is parsed as YAML (``1e-4``, ``true``).
+
+    ``check`` validates the result (:func:`validate`).
     """
     if "=" not in item or "." not in item.split("=", 1)[0]:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     dotted, text = item.split("=", 1)
     section, key = dotted.split(".", 1)
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # not YAML: a string (a wrong type for numeric keys is named below)
     if isinstance(value, str) is False and text.strip() and _is_string_field(section, key):
         value = text  # e.g. --set data.root=123 keeps the string
-    return _apply(cfg, section, key, value)
+    cfg = _apply(cfg, section, key, value)
+    return validate(cfg) if check else cfg
 
 
 def _is_string_field(section: str, key: str) -> bool:

@@ -16,21 +16,53 @@ def _ms(cell: dict) -> str:
     return f"{cell['mean']:.1f} ± {cell['std']:.1f}"
 
 
-def results_table(table: dict[str, dict]) -> str:
+def _protocol_cell(row: dict, protocol: str, metric: str) -> dict:
+    return row.get("protocols", {}).get(protocol, {}).get(metric, {"n": 0, "mean": math.nan})
+
+
+def results_table(table: dict[str, dict], protocol: str = "segmenter") -> str:
+    """Seen / unseen / hIoU of every variant under one protocol."""
     lines = ["| variant | seen mIoU | unseen mIoU | hIoU | unseen px -> background | seeds |",
              "|---|---:|---:|---:|---:|---:|"]
     for row in table.values():
+        cells = [_protocol_cell(row, protocol, m) for m in ("miou_seen", "miou_unseen", "hiou")]
+        if cells[0]["n"] == 0:
+            continue
         bg = row["unseen_as_background"]
-        bg_text = _ms(bg) if bg["n"] else "no background class"
-        lines.append(f"| {row['title']} | {_ms(row['miou_seen'])} | {_ms(row['miou_unseen'])} | "
-                     f"{_ms(row['hiou'])} | {bg_text} | {row['miou_seen']['n']} |")
+        bg_text = (_ms(bg) if bg["n"] else "no background class") if protocol == "segmenter" \
+            else ""
+        lines.append(f"| {row['title']} | {_ms(cells[0])} | {_ms(cells[1])} | {_ms(cells[2])} | "
+                     f"{bg_text} | {cells[0]['n']} |")
     return "\n".join(lines)
 
 
-def _claim(table: dict, better: str, worse: str, text: str) -> str:
+def side_by_side(table: dict[str, dict]) -> str:
+    """The two protocols next to each other (mean over seeds), plus the VLM branch alone."""
+    lines = ["| variant | segmenter alone: seen / unseen / hIoU | ensemble: seen / unseen / hIoU "
+             "| VLM branch alone: hIoU |", "|---|---:|---:|---:|"]
+
+    def triple(row: dict, protocol: str) -> str:
+        cells = [_protocol_cell(row, protocol, m) for m in ("miou_seen", "miou_unseen", "hiou")]
+        if cells[0]["n"] == 0:
+            return "n/a"
+        return " / ".join(f"{c['mean']:.1f}" for c in cells)
+
+    for row in table.values():
+        vlm = _protocol_cell(row, "vlm", "hiou")
+        lines.append(f"| {row['title']} | {triple(row, 'segmenter')} | "
+                     f"{triple(row, 'ensemble')} | "
+                     f"{_ms(vlm) if vlm['n'] else 'n/a'} |")
+    return "\n".join(lines)
+
+
+def _claim(table: dict, better: str, worse: str, text: str, protocol: str,
+           metric: str = "miou_unseen") -> str:
     if better not in table or worse not in table:
-        return f"- {text}: not run."
-    a, b = table[better]["miou_unseen"], table[worse]["miou_unseen"]
+        return f"- {text} [{protocol}]: not run."
+    a = _protocol_cell(table[better], protocol, metric)
+    b = _protocol_cell(table[worse], protocol, metric)
+    if a["n"] == 0 or b["n"] == 0:
+        return f"- {text} [{protocol}]: not measured under this protocol."
     diff = a["mean"] - b["mean"]
     spread = max(a["std"], b["std"])
     if diff > spread:
@@ -39,27 +71,36 @@ def _claim(table: dict, better: str, worse: str, text: str) -> str:
         verdict = "**holds weakly** (gain smaller than the seed spread)"
     else:
         verdict = "**does not hold**"
-    return (f"- {text}: {verdict} on this benchmark — unseen mIoU {a['mean']:.1f} vs "
-            f"{b['mean']:.1f} (difference {diff:+.1f}, largest seed std {spread:.1f}).")
+    label = {"miou_unseen": "unseen mIoU", "hiou": "hIoU"}[metric]
+    return (f"- {text} [{protocol}]: {verdict}: {label} {a['mean']:.1f} vs {b['mean']:.1f} "
+            f"(difference {diff:+.1f}, largest seed std {spread:.1f}).")
 
 
-def claims(table: dict) -> str:
-    return "\n".join([
-        _claim(table, "bgfree", "baseline",
-               "Claim 1, background-free beats the background-embedding baseline on unseen mIoU"),
-        _claim(table, "ranking", "bgfree", "Claim 2, the ranking loss adds on unseen mIoU"),
-        _claim(table, "ranking_all", "bgfree",
-               "Ranking over all names (unseen names, no unseen labels) adds on unseen mIoU"),
-        _claim(table, "pseudo", "ranking", "Claim 3, pseudo labels add on unseen mIoU"),
-        _claim(table, "selftrain", "pseudo", "Self-training adds on unseen mIoU"),
-    ])
+CLAIMS = (
+    ("bgfree", "baseline",
+     "Claim 1, background-free beats the background-embedding baseline on unseen mIoU"),
+    ("ranking", "bgfree", "Claim 2, the ranking loss adds on unseen mIoU"),
+    ("ranking_all", "bgfree",
+     "Ranking over all names (unseen names, no unseen labels) adds on unseen mIoU"),
+    ("pseudo", "ranking", "Claim 3, pseudo labels add on unseen mIoU"),
+    ("selftrain", "pseudo", "Self-training adds on unseen mIoU"),
+)
 
 
-def per_class_unseen(records: list[RunRecord]) -> str:
-    """Mean unseen-class IoU per variant (columns) and class (rows)."""
+def claims(table: dict, protocols: tuple[str, ...] = ("segmenter", "ensemble")) -> str:
+    return "\n".join(_claim(table, better, worse, text, protocol)
+                     for better, worse, text in CLAIMS for protocol in protocols)
+
+
+def per_class_unseen(records: list[RunRecord], protocol: str = "segmenter") -> str:
+    """Mean unseen-class IoU per variant (columns) and class (rows) under ``protocol``."""
     variants: dict[str, list[dict]] = {}
     for rec in records:
-        variants.setdefault(rec.variant.key, []).append(rec.summary.get("per_class", {}))
+        entry = rec.summary.get("protocols", {}).get(protocol)
+        if entry is None and rec.summary.get("protocol", "segmenter") == protocol:
+            entry = rec.summary
+        if entry is not None:
+            variants.setdefault(rec.variant.key, []).append(entry.get("per_class", {}))
     if not variants:
         return ""
     first = next(iter(variants.values()))[0]
@@ -84,9 +125,7 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
     from celseg.data.classes import load_classes
     from celseg.data.dataset import SegmentationDataset
     from celseg.data.transforms import denormalize
-    from celseg.engine.checkpoint import load_segmenter
-    from celseg.engine.predictor import segment
-    from celseg.engine.trainer import class_text_embeddings
+    from celseg.engine.predictor import Predictor
     from celseg.viz.overlay import legend_image, overlay, panel
 
     info = load_classes(data_root)
@@ -102,12 +141,12 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
     for rec in records:
         first.setdefault(rec.variant.key, rec)
     for key, rec in first.items():
-        model, cfg = load_segmenter(rec.out_dir / "checkpoints" / "last.safetensors")
-        emb = class_text_embeddings(cfg.model.vlm, list(info.names))
+        predictor = Predictor.from_checkpoint(rec.out_dir / "checkpoints" / "last.safetensors")
         with torch.no_grad():
             for row, img in zip(columns, images, strict=True):
-                row.append(overlay(img, segment(model, img, emb), info.palette))
-        titles.append(key)
+                label = predictor.segment(img, list(info.names))
+                row.append(overlay(img, label, info.palette))
+        titles.append(f"{key} ({predictor.protocol})")
     present = sorted({int(v) for _, lab, _ in samples for v in lab.unique().tolist()} - {255})
     legend = legend_image(info.names, info.palette, present, marked=info.unseen_ids,
                           columns=max(1, len(present) // 6 + 1))
@@ -118,9 +157,9 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
     canvas[sheet.height + 8:, : legend.shape[1]] = legend
     from PIL import Image
 
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(out_png)
-    return out_png
+    from celseg.io.atomic import save_image
+
+    return save_image(Image.fromarray(canvas), out_png)
 
 
 def write_results(path: Path, table: dict, records: list[RunRecord], command: str,
@@ -134,11 +173,26 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
         f"```bash\n{command}\n```",
         "",
         "Seen / unseen mIoU and hIoU (%) on the validation split, evaluated with **all** class "
-        "names as the vocabulary; mean ± sample std over seeds. 'unseen px -> background' is the "
-        "share of unseen-class ground-truth pixels whose argmax over classes + no-object is the "
+        "names as the vocabulary; mean ± sample std over seeds. Two protocols, both computed "
+        "from the same forward passes of the same checkpoints: **segmenter alone** (the "
+        "segmenter's own classifier) and **ensemble** (its geometric ensemble with the default "
+        "VLM's mask-pooled image features, FC-CLIP style: p = p_in^(1-w) p_out^w, w = "
+        "eval.ensemble_alpha for classes with ground-truth labels in the run's training data, "
+        "eval.ensemble_beta for the others). 'unseen px -> background' is the share of "
+        "unseen-class ground-truth pixels whose argmax over classes + no-object is the "
         "no-object column (baseline only).",
         "",
-        results_table(table),
+        "### Both protocols side by side (means)",
+        "",
+        side_by_side(table),
+        "",
+        "### Segmenter alone",
+        "",
+        results_table(table, "segmenter"),
+        "",
+        "### Ensemble (the default protocol of evaluate, predict and the demo)",
+        "",
+        results_table(table, "ensemble"),
         "",
         "## Do the paper's claims hold here?",
         "",
@@ -146,13 +200,18 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
         "",
         "## Unseen classes, IoU per variant (mean over seeds)",
         "",
-        per_class_unseen(records),
+        "Segmenter alone:",
+        "",
+        per_class_unseen(records, "segmenter"),
+        "",
+        "Ensemble:",
+        "",
+        per_class_unseen(records, "ensemble"),
     ]
     if diagnosis:
         parts += ["", "## Where do unseen pixels go? (validation, mean over seeds)", "",
-                  "Shares (%) of unseen-class ground-truth pixels by predicted class; the last "
-                  "column re-scores the same checkpoints with the peers' fixed seen-class "
-                  "calibration (0.1), which the main table does not use.", "", diagnosis]
+                  "Shares (%) of unseen-class ground-truth pixels by predicted class, under "
+                  "each protocol.", "", diagnosis]
     if pseudo_report:
         from celseg.pseudo.report import format_table as pseudo_table
 

@@ -50,8 +50,13 @@ def _train(cfg: Config, progress: bool) -> dict:
 
 
 def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
-              label_dir: str = "") -> Config:
+              label_dir: str = "", vlm: str = "") -> Config:
+    """The run's config. ``vlm`` (the ablation's VLM) becomes model.vlm when the base names the
+    default: the LiT model's text tower is MiniLM itself, so training is unchanged, and its image
+    tower gives the ensemble protocol."""
     cfg = base
+    if vlm and cfg.model.vlm == "default":
+        cfg = apply_override(cfg, f"model.vlm={vlm}")
     for item in variant.overrides:
         cfg = apply_override(cfg, item)
     cfg = apply_override(cfg, f"train.seed={seed}")
@@ -61,7 +66,8 @@ def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
 
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo_vlm: str, pseudo_threshold: float, self_train_threshold: float,
-                 progress: bool = True) -> tuple[list[RunRecord], dict]:
+                 progress: bool = True, self_train_share: float = 0.5
+                 ) -> tuple[list[RunRecord], dict]:
     """Train and evaluate every (variant, seed); returns the records and the pseudo-label report."""
     out_root.mkdir(parents=True, exist_ok=True)
     pseudo_report: dict = {}
@@ -79,44 +85,57 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
                 label_dir = str(pseudo_dir)
             if variant.self_train:
                 label_dir = str(_self_train_labels(out_root, seed, base.data.root,
-                                                   self_train_threshold, progress))
-            cfg = configure(base, variant, seed, run_dir, label_dir)
+                                                   self_train_threshold, self_train_share,
+                                                   progress))
+            cfg = configure(base, variant, seed, run_dir, label_dir, pseudo_vlm)
             print(f"[ablation] {variant.title} | seed {seed} -> {run_dir}")
             records.append(RunRecord(variant, seed, run_dir, _train(cfg, progress)))
     return records, pseudo_report
 
 
 def _self_train_labels(out_root: Path, seed: int, data_root: str, threshold: float,
-                       progress: bool) -> Path:
-    """Relabel the training set with this seed's ``+ pseudo labels`` model (once)."""
+                       share: float, progress: bool) -> Path:
+    """Relabel the training set with this seed's ``+ pseudo labels`` model (once), through its
+    inference path (the ensemble) with class-balanced thresholds."""
     out = out_root / "selftrain_labels" / f"seed{seed}"
     if (out / "report.json").is_file():
         return out
     from celseg.pseudo.self_train import relabel_from_checkpoint
 
     ckpt = out_root / "pseudo" / f"seed{seed}" / "checkpoints" / "last.safetensors"
-    relabel_from_checkpoint(ckpt, data_root, out, threshold, progress=progress)
+    relabel_from_checkpoint(ckpt, data_root, out, threshold, progress=progress,
+                            class_share=share)
     return out
 
 
 METRICS = ("miou_seen", "miou_unseen", "hiou")
+PROTOCOLS = ("segmenter", "ensemble", "vlm", "two_stage")
+
+
+def _cell(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return {"mean": statistics.fmean(values) if values else math.nan,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def aggregate(records: list[RunRecord]) -> dict[str, dict]:
-    """Per variant: mean and sample std over seeds of seen / unseen / hIoU (and diagnostics)."""
+    """Per variant: mean and sample std over seeds of seen / unseen / hIoU under the run's own
+    protocol (top level) and under every protocol its evaluation computed (``protocols``)."""
     table: dict[str, dict] = {}
     for rec in records:
         row = table.setdefault(rec.variant.key, {"title": rec.variant.title, "runs": []})
-        row["runs"].append({"seed": rec.seed, **{k: rec.summary.get(k, math.nan)
-                                                 for k in (*METRICS, "unseen_as_background",
-                                                           "seen_as_background")}})
+        run = {"seed": rec.seed, "protocol": rec.summary.get("protocol", "segmenter"),
+               **{k: rec.summary.get(k, math.nan)
+                  for k in (*METRICS, "unseen_as_background", "seen_as_background")}}
+        run["protocols"] = {p: {k: v.get(k, math.nan) for k in METRICS}
+                            for p, v in rec.summary.get("protocols", {}).items()}
+        row["runs"].append(run)
     for row in table.values():
         for key in (*METRICS, "unseen_as_background"):
-            values = [r[key] for r in row["runs"] if r.get(key) is not None
-                      and not math.isnan(r[key])]
-            row[key] = {
-                "mean": statistics.fmean(values) if values else math.nan,
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "n": len(values),
-            }
+            row[key] = _cell([r[key] for r in row["runs"]])
+        row["protocols"] = {}
+        for p in PROTOCOLS:
+            runs = [r["protocols"][p] for r in row["runs"] if p in r["protocols"]]
+            if runs:
+                row["protocols"][p] = {k: _cell([r[k] for r in runs]) for k in METRICS}
     return table

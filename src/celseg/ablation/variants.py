@@ -40,6 +40,11 @@ VARIANTS: tuple[Variant, ...] = (
             + ("data.setting=transductive",), pseudo=True, self_train=True),
     Variant("oracle", "oracle (all labels, upper bound)", BACKGROUND_FREE + RANKING
             + ("data.setting=oracle",)),
+    # FC-CLIP's design: the VLM's own image tower, frozen, is the backbone and feeds the
+    # out-of-vocabulary branch from the same pass (input x2 for the VLM's 8x8 dense map)
+    Variant("ranking_shared", "background-free + ranking, shared frozen VLM backbone",
+            BACKGROUND_FREE + RANKING + ("data.setting=inductive", "model.backbone=vlm",
+                                         "model.vlm_input_scale=2.0")),
 )
 
 

@@ -131,9 +131,7 @@ def write_overlays(out: Path, data: Path, vlm: Path, variants: list[str], n: int
     from PIL import Image
 
     from celseg.data.classes import load_classes
-    from celseg.engine.checkpoint import load_segmenter
-    from celseg.engine.predictor import segment
-    from celseg.engine.trainer import class_text_embeddings
+    from celseg.engine.predictor import Predictor
     from celseg.viz.overlay import colorize, legend_image, panel
 
     target = out / "overlays" / "val_panel.png"
@@ -142,8 +140,11 @@ def write_overlays(out: Path, data: Path, vlm: Path, variants: list[str], n: int
         print(f"   cached: {target}")
         return target
     info = load_classes(data)
-    text_emb = class_text_embeddings(str(vlm), list(info.names))
-    models = {v: load_segmenter(out / "runs" / v)[0] for v in variants}
+    predictors = {}
+    for v in variants:  # each variant under both protocols
+        for ensemble in (False, True):
+            p = Predictor.from_checkpoint(out / "runs" / v, ensemble=ensemble)
+            predictors[f"{v} ({p.protocol})"] = p
     names = sorted(p.stem for p in (data / "images" / "val").iterdir())[:n]
     rows, shown = [], set()
     for name in names:
@@ -152,13 +153,13 @@ def write_overlays(out: Path, data: Path, vlm: Path, variants: list[str], n: int
         gt = np.asarray(Image.open(data / "annotations" / "val" / f"{name}.png"))
         row = [image, colorize(gt, info.palette)]
         shown.update(int(i) for i in np.unique(gt) if i != info.ignore_index)
-        for v in variants:
-            pred = segment(models[v], image, text_emb)
+        for predictor in predictors.values():
+            pred = predictor.segment(image, list(info.names))
             shown.update(int(i) for i in np.unique(pred))
             row.append(colorize(pred, info.palette))
         rows.append(row)
     target.parent.mkdir(parents=True, exist_ok=True)
-    panel(rows, ["image", "ground truth", *variants]).save(target)
+    panel(rows, ["image", "ground truth", *predictors]).save(target)
     legend = legend_image(list(info.names), info.palette, sorted(shown), marked=info.unseen_ids)
     Image.fromarray(legend).save(target.with_name("legend.png"))
     _done(t, f"wrote {target}")
@@ -166,14 +167,21 @@ def write_overlays(out: Path, data: Path, vlm: Path, variants: list[str], n: int
 
 
 def results_table(results: dict[str, dict]) -> str:
+    """One row per variant and protocol (the segmenter alone, then the ensemble)."""
     def f(v: object) -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
 
-    lines = ["| variant | seen mIoU | unseen mIoU | hIoU | unseen -> no-object % |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| variant | protocol | seen mIoU | unseen mIoU | hIoU | unseen -> no-object % |",
+             "|---|---|---:|---:|---:|---:|"]
     for name, s in results.items():
-        lines.append(f"| {name} | {f(s.get('miou_seen'))} | {f(s.get('miou_unseen'))} | "
-                     f"{f(s.get('hiou'))} | {f(s.get('unseen_as_background'))} |")
+        protocols = s.get("protocols") or {s.get("protocol", "segmenter"): s}
+        for protocol in ("segmenter", "ensemble", "vlm", "two_stage"):
+            p = protocols.get(protocol)
+            if p is None:
+                continue
+            bg = f(s.get("unseen_as_background")) if protocol == "segmenter" else ""
+            lines.append(f"| {name} | {protocol} | {f(p.get('miou_seen'))} | "
+                         f"{f(p.get('miou_unseen'))} | {f(p.get('hiou'))} | {bg} |")
     return "\n".join(lines)
 
 
@@ -203,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     (out / "results.md").write_text(
         "# celseg demo results\n\nValidation split of the synthetic benchmark, vocabulary = all "
-        f"class names.\n\n{table}\n\nOverlays: {panel_path}\n"
+        "class names. Protocols: `segmenter` = the segmenter's own classifier; `ensemble` = "
+        "its geometric ensemble with the VLM's mask-pooled image features (the default); `vlm` "
+        f"= the VLM branch alone.\n\n{table}\n\nOverlays: {panel_path}\n"
     )
     print(f"\noverlays: {panel_path}\nresults:  {out / 'results.md'}\n"
           f"total {time.perf_counter() - start:.0f} s")

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="real datasets: JSON file naming the unseen classes "
                         "(default: the published split)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out folder that celseg did not make")
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
@@ -60,8 +62,24 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def claim_output(args: argparse.Namespace) -> None:
+    """--out may not be (inside) --src, and may not hold files celseg did not write."""
+    from celseg.io.outputs import OutputGuard
+
+    guard = OutputGuard("make-data", overwrite=args.overwrite)
+    guard.read_dirs(args.src).read_files(args.split_file).claim(folders=[args.out])
+
+
 def run(args: argparse.Namespace) -> int:
+    for flag, value, low in (("--train", args.train, 0), ("--val", args.val, 0),
+                             ("--captions", args.captions, 0), ("--size", args.size, 32),
+                             ("--workers", args.workers, 1)):
+        if value < low:
+            raise DataError(f"{flag} must be at least {low}, got {value}")
+    if args.src is not None and not args.src.is_dir():
+        raise DataError(f"--src {args.src} is not an existing folder")
     if args.name == "synthetic":
+        claim_output(args)
         return _run_synthetic(args)
     try:
         from celseg.data.convert import CONVERTERS
@@ -73,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"unknown dataset {args.name!r}; known: {known}")
     if args.src is None:
         raise DataError(f"make-data {args.name} needs --src, the folder of the raw download")
+    claim_output(args)
     report = CONVERTERS[args.name](src=args.src, out=args.out, variant=args.variant,
                                    split_file=args.split_file, progress=not args.quiet)
     print(json.dumps(report, indent=1, default=str))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from celseg.errors import CelsegError
 from celseg.pseudo import dense
@@ -36,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="minimum confidence of an unseen-class argmax to be written "
                              "(default: 0.5)")
+    parser.add_argument("--class-share", type=float, default=0.0,
+                        help="with --from-ckpt: class-balanced thresholds; each unseen class also "
+                             "keeps the most confident share of its own predicted pixels "
+                             "(0: off, e.g. 0.5)")
+    parser.add_argument("--no-ensemble", action="store_true",
+                        help="with --from-ckpt: relabel with the segmenter alone instead of its "
+                             "ensemble with the VLM's mask-pooled image features")
     parser.add_argument("--temperature", type=float, default=dense.DEFAULT_TEMPERATURE,
                         help="softmax temperature over the VLM's cosine scores; 0.01 = CLIP's "
                              f"logit scale 100 (default: {dense.DEFAULT_TEMPERATURE})")
@@ -59,13 +67,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-items", type=int, default=0,
                         help="label only the first N images (default: 0 = all)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing files in --out that celseg did not write (the "
+                             "dataset's own files are never replaced)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Numbers in range and outputs that replace nothing foreign, before any model is loaded."""
+    from celseg.data.dataset import SegmentationDataset
+    from celseg.io.outputs import OutputGuard
+    from celseg.pseudo.generate import check_out_dir
+
+    for flag, value, ok in (
+            ("--threshold", args.threshold, 0.0 <= args.threshold <= 1.0),
+            ("--denoise-threshold", args.denoise_threshold, 0.0 <= args.denoise_threshold <= 1.0),
+            ("--temperature", args.temperature, args.temperature > 0),
+            ("--smoothing-k", args.smoothing_k, args.smoothing_k >= 1),
+            ("--smoothing-tau", args.smoothing_tau, args.smoothing_tau > 0),
+            ("--max-items", args.max_items, args.max_items >= 0)):
+        if not ok:
+            raise CelsegError(f"{flag} {value} is out of range (thresholds lie in [0, 1], "
+                              "temperatures are positive, counts are positive or 0)")
+    check_out_dir(args.data, args.out)
+    guard = OutputGuard("pseudo-label", overwrite=args.overwrite).read_dataset(args.data)
+    guard.read_path(args.vlm)
+    if args.from_ckpt:
+        guard.read_checkpoint(args.from_ckpt)
+    dataset = SegmentationDataset(args.data, args.split, max_items=args.max_items)
+    out = Path(args.out)
+    guard.claim(files=[*(out / f"{image.stem}.png" for image, _ in dataset.samples),
+                       out / "report.json"])
 
 
 def run(args: argparse.Namespace) -> int:
-    from celseg.pseudo.generate import check_out_dir
     from celseg.pseudo.report import format_table
 
-    check_out_dir(args.data, args.out)  # before any model is loaded
+    check_arguments(args)  # before any model is loaded
     progress = not args.no_progress
     if args.from_ckpt:
         if args.vlm:
@@ -75,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
         report = relabel_from_checkpoint(args.from_ckpt, args.data, args.out, args.threshold,
                                          split=args.split, device=args.device,
-                                         progress=progress, max_items=args.max_items)
+                                         progress=progress, max_items=args.max_items,
+                                         class_share=args.class_share,
+                                         ensemble=not args.no_ensemble)
     else:
         if not args.vlm:
             raise CelsegError("give --vlm NAME_OR_PATH (or --from-ckpt CKPT for self-training)")

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "third column")
     parser.add_argument("--scale", type=int, default=0,
                         help="integer upscaling of each image (default 0: automatic)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that celseg did not write")
 
 
 def select(n_items: int, n: int) -> list[int]:
@@ -32,8 +34,16 @@ def select(n_items: int, n: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from celseg.io.atomic import save_image
+    from celseg.io.outputs import OutputGuard
     from celseg.viz.overlay import contact_sheet
 
+    if args.n < 1 or args.scale < 0:
+        raise DataError(f"--n must be at least 1 and --scale at least 0, got {args.n} and "
+                        f"{args.scale}")
+    out = args.out or args.root / f"contact_sheet_{args.split}.png"
+    guard = OutputGuard("show", overwrite=args.overwrite).read_dataset(args.root)
+    guard.read_dirs(args.pred).claim(files=[out], record_files=False)
     info = load_classes(args.root)
     ds = SegmentationDataset(args.root, args.split, class_info=info)
     images, labels, preds, names = [], [], [], []
@@ -50,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
             preds.append(read_label(pred_path))
     sheet = contact_sheet(images, labels, info, preds=preds if args.pred else None,
                           names=names, scale=args.scale)
-    out = args.out or args.root / f"contact_sheet_{args.split}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    save_image(sheet, out)
+    guard.record(out)
     print(f"wrote {out} ({len(images)} samples of {args.root}/{args.split}, "
           f"{sheet.width}x{sheet.height} px)")
     return 0

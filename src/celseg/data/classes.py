@@ -97,8 +97,12 @@ def parse_classes(raw: dict, source: str = "classes.json") -> ClassInfo:
     if not isinstance(raw, dict) or "classes" not in raw:
         raise DataError(f"{source}: expected an object with a 'classes' list")
     entries = raw["classes"]
+    if not isinstance(entries, list):
+        raise DataError(f"{source}: 'classes' must be a list, got {type(entries).__name__}")
     names, splits, kinds, colors = [], [], [], []
     for pos, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DataError(f"{source}: class entry {pos} must be an object, got {entry!r}")
         if entry.get("id", pos) != pos:
             raise DataError(f"{source}: class ids must be contiguous from 0; entry {pos} has id "
                             f"{entry.get('id')!r}")
@@ -115,12 +119,24 @@ def parse_classes(raw: dict, source: str = "classes.json") -> ClassInfo:
         names.append(str(entry["name"]))
         splits.append(split)
         kinds.append(kind)
-        colors.append(tuple(int(c) for c in entry.get("color", default_color(pos))))
+        colors.append(_color(entry.get("color", default_color(pos)), entry["name"], source))
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DataError(f"{source}: duplicate class names {dup}")
-    return ClassInfo(tuple(names), tuple(splits), tuple(kinds), tuple(colors),
-                     int(raw.get("ignore_index", 255)), str(raw.get("name", "")))
+    ignore = raw.get("ignore_index", 255)
+    if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 65535:
+        raise DataError(f"{source}: ignore_index must be an integer in 0..65535, got {ignore!r}")
+    return ClassInfo(tuple(names), tuple(splits), tuple(kinds), tuple(colors), ignore,
+                     str(raw.get("name", "")))
+
+
+def _color(value: object, name: str, source: str) -> tuple[int, int, int]:
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)
+    if not ok:
+        raise DataError(f"{source}: class {name!r} has color {value!r}; expected three "
+                        "integers in 0..255")
+    return tuple(value)  # type: ignore[return-value]
 
 
 def read_json_file(path: str | Path, what: str) -> object:
@@ -130,8 +146,10 @@ def read_json_file(path: str | Path, what: str) -> object:
         raise DataError(f"{what} not found: {path}")
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{what} {path} is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8 text
+        raise DataError(f"{what} {path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def load_classes(root_or_file: str | Path) -> ClassInfo:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from celseg.data.classes import ClassInfo, load_classes
 from celseg.data.transforms import normalize
 from celseg.errors import DataError
+from celseg.io.images import open_image, open_rgb
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 VIEWS = ("full", "zero_shot")
@@ -38,32 +38,17 @@ def label_ignore_index(class_info: ClassInfo) -> int:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; a missing or unreadable file raises DataError naming it."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    """(H, W, 3) uint8 RGB; a missing, unreadable or oversized file raises DataError naming it."""
+    return np.asarray(open_rgb(path))
 
 
 def read_label(path: Path) -> np.ndarray:
     """(H, W) int64 class ids from a single-channel PNG ('L', 'P' or 16/32-bit integer)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"label {path} has mode {im.mode!r}; expected a single-channel "
-                                "PNG of class ids ('L' or 'P')")
-            return np.asarray(im).astype(np.int64)
-    except FileNotFoundError:
-        raise DataError(f"label file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"cannot read label {path}: {exc}") from None
+    im = open_image(path, "label")
+    if im.mode not in ("L", "P", "I", "I;16"):
+        raise DataError(f"label {path} has mode {im.mode!r}; expected a single-channel "
+                        "PNG of class ids ('L' or 'P')")
+    return np.asarray(im).astype(np.int64)
 
 
 class SegmentationDataset(Dataset):

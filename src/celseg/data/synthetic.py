@@ -272,13 +272,17 @@ def render_caption(seed: int, index: int, size: int) -> tuple[np.ndarray, str, l
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
+    from celseg.io.atomic import save_image
+
     # compress_level 1: PNG stays lossless, encoding is ~4x faster than the default
-    Image.fromarray(array).save(path, compress_level=1)
+    save_image(Image.fromarray(array), path, compress_level=1)
 
 
 def _prepare_out(out: Path) -> None:
     """Refuse to write into a non-empty folder that is not a synthetic dataset; clear old one."""
-    if out.exists() and any(out.iterdir()):
+    from celseg.io.outputs import MANIFEST
+
+    if out.exists() and any(p.name != MANIFEST for p in out.iterdir()):
         cls_file = out / "classes.json"
         if not cls_file.is_file() or load_classes(cls_file).dataset_name != DATASET_NAME:
             raise DataError(f"output folder {out} is not empty and holds no synthetic dataset; "

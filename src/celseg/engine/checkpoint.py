@@ -6,25 +6,26 @@ Layout of a run folder::
     OUT/checkpoints/last.safetensors      # model weights; metadata holds embed_dim and step
     OUT/checkpoints/last.state.pt         # optimiser, scheduler, scaler, step, RNG states
 
-Both files are written to a temporary name and moved into place with ``os.replace``, so an
-interrupted write never leaves a truncated checkpoint. The side file holds only tensors and
-plain containers and is read with ``torch.load(weights_only=True)``.
+Both files are written completely under temporary names before either is moved into place
+with ``os.replace``, so an interrupted write, a full disk or a permission error never leaves a
+truncated checkpoint or harms the previous one. The side file holds only tensors and plain
+containers and is read with ``torch.load(weights_only=True)``; a damaged file of either kind is a
+``ModelLoadError`` naming it, and a weights file and side state of different steps are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from celseg.config import Config, load_config
-from celseg.errors import ModelLoadError
+from celseg.errors import ModelLoadError, OutputError
 
 WEIGHTS_NAME = "last.safetensors"
 STATE_NAME = "last.state.pt"
@@ -43,13 +44,15 @@ def has_checkpoint(out_dir: str | Path) -> bool:
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str]) -> None:
     """Write ``model.state_dict()`` as safetensors, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from celseg.io.atomic import atomic_paths
+
+    with atomic_paths(path) as (tmp,):
+        save_file(_cpu_tensors(model), str(tmp), metadata=metadata)
+
+
+def _cpu_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors that share storage (e.g. tied weights)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(out_dir: str | Path, model: nn.Module, state: dict[str, Any],
@@ -59,13 +62,21 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, state: dict[str, Any]
     ``state`` must contain only tensors, numbers, strings and containers of them (the
     optimiser / scheduler ``state_dict()``s qualify).
     """
+    from celseg.io.atomic import atomic_paths
+
     weights_path, state_path = checkpoint_paths(out_dir)
-    # the state goes first: a weights file always has a matching (or newer) state beside it
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_path.with_name(state_path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, state_path)
-    save_weights(model, weights_path, metadata)
+    tensors = _cpu_tensors(model)
+    # both files are complete before either is renamed: a full disk or a permission error
+    # while writing leaves the previous checkpoint whole (OutputError names the file)
+    try:
+        with atomic_paths(state_path, weights_path) as (state_tmp, weights_tmp):
+            torch.save(state, state_tmp)
+            save_file(tensors, str(weights_tmp), metadata=metadata)
+    except (OutputError, OSError, RuntimeError, SafetensorError) as exc:  # torch wraps ENOSPC
+        raise OutputError(
+            f"checkpoint of step {metadata.get('step', '?')} not saved in {state_path.parent}: "
+            f"{exc}; the previous checkpoint there is intact, so --resume continues from it once "
+            "there is room (or permission) to write") from None
     return weights_path
 
 
@@ -74,7 +85,21 @@ def load_state(out_dir: str | Path) -> dict[str, Any]:
     _, state_path = checkpoint_paths(out_dir)
     if not state_path.is_file():
         raise ModelLoadError(f"no training state at {state_path}")
-    return torch.load(state_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise ModelLoadError(f"cannot read training state {state_path}: it is damaged or not a "
+                             f"celseg state file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ModelLoadError(f"training state {state_path} has no integer 'step'; not a celseg "
+                             "state file")
+    weights, _ = checkpoint_paths(out_dir)
+    saved_step = read_metadata(weights).get("step") if weights.is_file() else None
+    if saved_step is not None and saved_step != str(state["step"]):
+        raise ModelLoadError(f"{weights} (step {saved_step}) and {state_path} (step "
+                             f"{state['step']}) are from different checkpoints; the run cannot "
+                             "be resumed exactly")
+    return state
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
@@ -82,7 +107,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"checkpoint weights not found: {path}")
-    tensors = load_file(str(path))
+    tensors = _read_safetensors(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -100,8 +125,23 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise _damaged(path, exc) from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: str | Path, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(f"cannot read checkpoint weights {path}: the file is damaged, truncated "
+                          f"or not a safetensors file ({type(exc).__name__}: {exc})")
 
 
 def resolve_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
@@ -127,7 +167,10 @@ def load_segmenter(ckpt_path: str | Path, device: str | torch.device = "cpu"
     """Rebuild a trained segmenter from its checkpoint and the ``config.yaml`` of its run.
 
     Returns ``(model in eval mode on device, Config)``. The backbone is built without its
-    ImageNet weights (they are in the checkpoint anyway).
+    ImageNet weights (they are in the checkpoint anyway). A shared VLM tower
+    (``model.backbone=vlm``) is rebuilt from ``model.vlm`` and then gets the checkpoint's
+    weights, so that folder must still hold a model of the same architecture, not the same
+    weights.
     """
     from celseg.models.build import build_segmenter
 
@@ -138,5 +181,36 @@ def load_segmenter(ckpt_path: str | Path, device: str | torch.device = "cpu"
         raise ModelLoadError(f"{weights} has no 'embed_dim' metadata; not a celseg checkpoint?")
     model_cfg = dataclasses.replace(cfg.model, pretrained=False)
     model = build_segmenter(model_cfg, int(meta["embed_dim"]))
-    load_weights(model, weights)
+    try:
+        load_weights(model, weights)
+    except ModelLoadError as exc:
+        if not getattr(model, "vlm_tower_is_shared", False):
+            raise
+        raise ModelLoadError(
+            f"{exc}; the frozen VLM tower (model.backbone=vlm) is rebuilt from model.vlm="
+            f"{cfg.model.vlm!r} before the checkpoint's weights replace it, so that model must "
+            "have the architecture the run was trained with") from exc
     return model.to(device).eval(), cfg
+
+
+def label_names(ckpt_path: str | Path, cfg: Config) -> tuple[list[str], list[str]]:
+    """(class names with ground-truth labels, names with only pseudo labels) in the run's
+    training data: from the checkpoint's metadata, else worked out from its dataset (older
+    checkpoints), else ([], []) when neither is available (every name then counts as unseen)."""
+    import json
+
+    from celseg.errors import CelsegError
+
+    weights, _ = resolve_checkpoint(ckpt_path)
+    meta = read_metadata(weights)
+    if "labelled_names" in meta:
+        return json.loads(meta["labelled_names"]), json.loads(meta.get("pseudo_names", "[]"))
+    from celseg.data.classes import load_classes
+    from celseg.engine.vocab import label_sources
+
+    try:
+        info = load_classes(cfg.data.root)
+        gt, pseudo = label_sources(info, cfg.data.setting, cfg.data.label_dir)
+    except (CelsegError, OSError):
+        return [], []
+    return [info.names[i] for i in gt], [info.names[i] for i in pseudo]

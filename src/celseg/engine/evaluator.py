@@ -75,70 +75,45 @@ def dataset_ignore_index(dataset: Dataset, class_info: ClassInfo) -> int:
     return int(value) if value is not None else label_ignore_index(class_info)
 
 
-class TwoStage:
-    """What two-stage inference needs for one vocabulary: the VLM image encoder, its text
-    embeddings of the vocabulary (V, D) and the vocabulary positions of the unseen classes."""
-
-    def __init__(self, vlm: nn.Module, clip_text_emb: torch.Tensor, unseen_positions: list[int],
-                 eval_cfg: EvalConfig):
-        self.vlm = vlm
-        self.clip_text_emb = clip_text_emb
-        self.unseen_positions = unseen_positions
-        self.cfg = eval_cfg
-
-    def probs(self, outputs: dict, images: torch.Tensor, has_background: bool) -> torch.Tensor:
-        """(B,V,h,w) two-stage scores; ``images`` (B,3,H,W) ImageNet-normalised."""
-        from celseg.data.transforms import denormalize
-        from celseg.models.two_stage import two_stage_probs
-
-        return two_stage_probs(
-            outputs, denormalize(images.float()).clamp(0, 1), self.vlm, self.clip_text_emb,
-            self.unseen_positions, has_background,
-            clip_weight_seen=self.cfg.clip_weight_seen,
-            clip_weight_unseen=self.cfg.clip_weight_unseen,
-            crop_size=self.cfg.two_stage_crop_size)
+def image_vlm(eval_cfg: EvalConfig, default: Any) -> Any:
+    """The image-path VLM of an evaluation: ``eval.two_stage_vlm`` for two-stage when set, else
+    ``eval.vlm``, else ``default`` (the caller passes the run's model.vlm)."""
+    if eval_cfg.two_stage and eval_cfg.two_stage_vlm:
+        return eval_cfg.two_stage_vlm
+    return eval_cfg.vlm or default
 
 
-def build_two_stage(vlm: Any, class_info: ClassInfo, vocab_ids: list[int], eval_cfg: EvalConfig,
-                    device: torch.device) -> TwoStage:
-    """``vlm``: a loaded VisionLanguageModel, or a name / folder for ``load_vlm`` ("" or None:
-    ``eval_cfg.two_stage_vlm``)."""
-    from celseg.errors import CelsegError
-    from celseg.vlm.cache import text_embeddings
-
-    if vlm is None or (isinstance(vlm, str) and not vlm):
-        vlm = eval_cfg.two_stage_vlm
-    if isinstance(vlm, str):
-        if not vlm:
-            raise CelsegError("eval.two_stage needs an image encoder: set eval.two_stage_vlm "
-                              "(or pass the model's model.vlm)")
-        from celseg.vlm.registry import load_vlm
-
-        vlm = load_vlm(vlm, device=str(device))
-    names = [class_info.names[c] for c in vocab_ids]
-    with torch.no_grad():
-        clip_emb = text_embeddings(vlm, names).detach().float().to(device)
-    unseen = [i for i, c in enumerate(vocab_ids) if class_info.splits[c] == "unseen"]
-    return TwoStage(vlm, clip_emb, unseen, eval_cfg)
+def extra_protocols(protocol: str, path: Any) -> tuple[str, ...]:
+    """Protocols computed alongside the main one from the same forward pass."""
+    if protocol == "segmenter":
+        return ()
+    extras = ["segmenter"]
+    if path.oov is not None:
+        extras += [p for p in ("ensemble", "vlm") if p != protocol]
+    return tuple(extras)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_info: ClassInfo,
              eval_cfg: EvalConfig, device: torch.device | str, progress: bool = False,
+             vlm: Any = None, labelled_ids: tuple[int, ...] | None = None,
+             pseudo_ids: tuple[int, ...] = (), return_matrices: bool = False,
              two_stage_vlm: Any = None) -> dict:
-    """Summary dict of :func:`celseg.evaluation.metrics.summarize`, plus diagnostics.
+    """Summary dict of :func:`celseg.evaluation.metrics.summarize` for the run's protocol, plus
+    ``protocol`` and ``protocols`` (every protocol computed from the same forward passes).
 
     model: a Segmenter (not DDP-wrapped); dataset yields (image (3,H,W) normalised, label (H,W)
     dataset ids, meta); text_emb: (C, D) normalised embeddings of ALL class names in id order
-    (rows of the eval vocabulary are selected here). For models with a background column the
-    summary has ``unseen_as_background`` / ``seen_as_background``: % of unseen / seen GT pixels
-    whose C+1 argmax is no-object (not computed with ``eval.sliding_window``).
-    With ``eval_cfg.two_stage``, ``two_stage_vlm`` is the image encoder (a VisionLanguageModel
-    or a name / folder; None or "": ``eval_cfg.two_stage_vlm``); callers pass the model's
-    ``model.vlm`` when ``eval.two_stage_vlm`` is empty.
+    (rows of the eval vocabulary are selected here). ``vlm``: the image-path VLM (object or name;
+    see :func:`image_vlm`); ``labelled_ids`` / ``pseudo_ids``: dataset ids with ground-truth /
+    only pseudo labels in training (default: the seen classes), which set the ensemble weights.
+    For models with a background column the summary has ``unseen_as_background`` /
+    ``seen_as_background``: % of unseen / seen GT pixels whose C+1 argmax is no-object (not
+    computed with ``eval.sliding_window``). ``return_matrices`` adds ``matrices``
+    {protocol: (C,C) confusion matrix}.
     """
     from celseg.data.dataset import collate
-    from celseg.models.inference import semantic_map
+    from celseg.engine.protocol import build_inference
 
     device = torch.device(device)
     vocab_list = eval_vocabulary(class_info, eval_cfg.vocabulary)
@@ -146,12 +121,18 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
     emb = text_emb.to(device)[vocab_ids.to(device)]
     id_is_seen = torch.tensor([s == "seen" for s in class_info.splits])
     seen_positions = [i for i, c in enumerate(vocab_ids.tolist()) if id_is_seen[c]]
-    has_bg = bool(getattr(model, "has_background", False))
+    labelled = set(class_info.seen_ids if labelled_ids is None else labelled_ids)
+    names = [class_info.names[c] for c in vocab_list]
+    path = build_inference(
+        model, eval_cfg, names, [class_info.names[c] for c in labelled],
+        [class_info.names[c] for c in pseudo_ids], image_vlm(eval_cfg, two_stage_vlm or vlm),
+        device, seen_positions=seen_positions,
+        unseen_positions=[i for i, c in enumerate(vocab_list) if class_info.splits[c] == "unseen"])
+    protocols = (path.protocol, *extra_protocols(path.protocol, path))
+    has_bg = path.has_background
     ignore = dataset_ignore_index(dataset, class_info)
-    two_stage = (build_two_stage(two_stage_vlm, class_info, vocab_list, eval_cfg, device)
-                 if eval_cfg.two_stage else None)
 
-    cm = ConfusionMatrix(class_info.num_classes, ignore)
+    cms = {p: ConfusionMatrix(class_info.num_classes, ignore) for p in protocols}
     # no-object votes: unseen hits, unseen total, seen hits, seen total
     bg_counts = torch.zeros(4, dtype=torch.int64)
     loader = DataLoader(_shard(dataset), batch_size=eval_cfg.batch_size, shuffle=False,
@@ -163,34 +144,22 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
                                       leave=False):
             images, labels = pad_batch(images, labels, ignore_index=ignore)
             images = images.to(device)
+            size = tuple(labels.shape[-2:])
             if eval_cfg.sliding_window:
-                pred = _sliding_map(model, images, emb, has_bg, eval_cfg, seen_positions,
-                                    two_stage)
+                preds = _sliding_labels(model, images, emb, path, protocols, eval_cfg)
             else:
                 outputs = model(images, emb)
-                if two_stage is not None:
-                    pred = probs_to_map(two_stage.probs(outputs, images, has_bg),
-                                        tuple(labels.shape[-2:]), seen_positions,
-                                        eval_cfg.seen_calibration)
-                else:
-                    pred = semantic_map(outputs, tuple(labels.shape[-2:]),
-                                        seen_ids=seen_positions,
-                                        calibration=eval_cfg.seen_calibration,
-                                        has_background=has_bg)
-            cm.update(vocab_ids[pred.cpu()], labels)
+                preds = path.labels(outputs, _images01(images), size, protocols)
+            for name, pred in preds.items():
+                cms[name].update(vocab_ids[pred.cpu()], labels)
             if has_bg and not eval_cfg.sliding_window:
-                votes = background_votes(outputs, tuple(labels.shape[-2:])).cpu()
-                valid = (labels != ignore) & (labels >= 0) & (labels < class_info.num_classes)
-                gt_seen = id_is_seen[labels.clamp(0, class_info.num_classes - 1)] & valid
-                gt_unseen = ~id_is_seen[labels.clamp(0, class_info.num_classes - 1)] & valid
-                bg_counts += torch.tensor([
-                    int((votes & gt_unseen).sum()), int(gt_unseen.sum()),
-                    int((votes & gt_seen).sum()), int(gt_seen.sum()),
-                ])
+                bg_counts += _background_counts(outputs, labels, id_is_seen, ignore,
+                                                class_info.num_classes)
     finally:
         model.train(was_training)
-    cm.all_reduce()
-    summary = summarize(cm.matrix, class_info)
+    for cm in cms.values():
+        cm.all_reduce()
+    summary = summarize(cms[path.protocol].matrix, class_info)
     if has_bg:
         from celseg.engine.distributed import is_dist
 
@@ -200,41 +169,59 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
             dist.all_reduce(bg_counts)
         summary["unseen_as_background"] = _pct(bg_counts[0], bg_counts[1])
         summary["seen_as_background"] = _pct(bg_counts[2], bg_counts[3])
+    summary["protocol"] = path.protocol
+    # each protocol's confusion matrix M[gt, pred] (dataset ids) rides along: the ablation's
+    # diagnosis reads it instead of evaluating again
+    summary["protocols"] = {p: summarize(cms[p].matrix, class_info) for p in protocols}
+    if class_info.num_classes <= 256:
+        for p in protocols:
+            summary["protocols"][p]["confusion"] = cms[p].matrix.tolist()
     summary["vocabulary"] = eval_cfg.vocabulary
     summary["seen_calibration"] = eval_cfg.seen_calibration
-    if two_stage is not None:
-        summary["two_stage"] = {"vlm": str(getattr(two_stage.vlm, "name", "")),
+    if path.oov is not None:
+        summary["ensemble"] = {"alpha": eval_cfg.ensemble_alpha, "beta": eval_cfg.ensemble_beta,
+                               "pseudo": eval_cfg.ensemble_pseudo, "pooling": eval_cfg.pooling,
+                               "logit_scale": eval_cfg.oov_logit_scale,
+                               "renorm": eval_cfg.ensemble_renorm,
+                               "dense_input_scale": eval_cfg.dense_input_scale}
+    if path.protocol == "two_stage":
+        summary["two_stage"] = {"vlm": str(getattr(path.two_stage.vlm, "name", "")),
                                 "clip_weight_seen": eval_cfg.clip_weight_seen,
                                 "clip_weight_unseen": eval_cfg.clip_weight_unseen,
                                 "crop_size": eval_cfg.two_stage_crop_size}
+    if return_matrices:
+        summary["matrices"] = {p: cm.matrix for p, cm in cms.items()}
     return summary
 
 
-def probs_to_map(probs: torch.Tensor, out_size: tuple[int, int], seen_positions: list[int],
-                 calibration: float) -> torch.Tensor:
-    """(B,V,h,w) scores -> (B,H,W) vocabulary indices, as ``semantic_map``: resized bilinearly,
-    normalised over classes, ``calibration`` subtracted from the seen columns, argmax."""
-    probs = F.interpolate(probs.float(), size=tuple(out_size), mode="bilinear",
-                          align_corners=False)
-    probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
-    if calibration and seen_positions:
-        probs[:, seen_positions] -= calibration
-    return probs.argmax(1)
+def _images01(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised (B,3,H,W) -> RGB in [0, 1] for the VLM."""
+    from celseg.data.transforms import denormalize
+
+    return denormalize(images.float()).clamp(0, 1)
 
 
-def _sliding_map(model: nn.Module, images: torch.Tensor, emb: torch.Tensor, has_bg: bool,
-                 eval_cfg: EvalConfig, seen_positions: list[int],
-                 two_stage: TwoStage | None = None) -> torch.Tensor:
-    """(B,H,W) vocabulary indices from window-averaged class probabilities."""
-    from celseg.engine.sliding import segmenter_predictor, sliding_window, two_stage_predictor
+def _background_counts(outputs: dict, labels: torch.Tensor, id_is_seen: torch.Tensor,
+                       ignore: int, num_classes: int) -> torch.Tensor:
+    """(4,) int64: no-object votes on unseen GT pixels, unseen total, on seen, seen total."""
+    votes = background_votes(outputs, tuple(labels.shape[-2:])).cpu()
+    valid = (labels != ignore) & (labels >= 0) & (labels < num_classes)
+    is_seen = id_is_seen[labels.clamp(0, num_classes - 1)]
+    gt_seen, gt_unseen = is_seen & valid, ~is_seen & valid
+    return torch.tensor([int((votes & gt_unseen).sum()), int(gt_unseen.sum()),
+                         int((votes & gt_seen).sum()), int(gt_seen.sum())])
 
-    predict = (segmenter_predictor(model, emb, has_bg) if two_stage is None
-               else two_stage_predictor(model, emb, has_bg, two_stage.probs))
-    probs = sliding_window(predict, images, eval_cfg.window_size,
-                           eval_cfg.window_stride)  # (B,V,H,W)
-    if eval_cfg.seen_calibration and seen_positions:
-        probs[:, seen_positions] -= eval_cfg.seen_calibration
-    return probs.argmax(1)
+
+def _sliding_labels(model: nn.Module, images: torch.Tensor, emb: torch.Tensor, path: Any,
+                    protocols: tuple[str, ...], eval_cfg: EvalConfig) -> dict[str, torch.Tensor]:
+    """{protocol: (B,H,W) vocabulary positions} from window-averaged class probabilities."""
+    from celseg.engine.sliding import path_predictor, sliding_window
+    from celseg.models.inference import calibrate
+
+    probs = sliding_window(path_predictor(model, emb, path, protocols), images,
+                           eval_cfg.window_size, eval_cfg.window_stride)  # (B,P*V,H,W)
+    return {name: calibrate(p, path.seen_positions, path.calibration).argmax(1)
+            for name, p in zip(protocols, probs.chunk(len(protocols), dim=1), strict=True)}
 
 
 def _pct(hits: torch.Tensor, total: torch.Tensor) -> float:

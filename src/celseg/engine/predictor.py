@@ -8,6 +8,7 @@ appear).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from celseg.data.classes import default_color
 from celseg.engine.evaluator import pad_batch
 from celseg.errors import DataError
+from celseg.io.images import open_rgb
 
 
 def parse_class_names(text: str) -> list[str]:
@@ -34,10 +36,7 @@ def parse_class_names(text: str) -> list[str]:
 
 def load_rgb(path: str | Path, max_size: int = 0) -> np.ndarray:
     """(H,W,3) uint8; the longer side is shrunk to ``max_size`` when > 0."""
-    try:
-        img = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+    img = open_rgb(path)
     if max_size and max(img.size) > max_size:
         scale = max_size / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -45,10 +44,112 @@ def load_rgb(path: str | Path, max_size: int = 0) -> np.ndarray:
     return np.asarray(img)
 
 
+class Predictor:
+    """A trained segmenter with its inference path, for any list of class names.
+
+    ``segment(image, class_names)`` returns (H,W) uint8 positions in ``class_names``. A name
+    counts as seen (ensemble weight alpha) when it had ground-truth labels in the run's training
+    data. ``protocol`` says which path produced the labels ("ensemble" or "segmenter").
+    """
+
+    def __init__(self, model: nn.Module, text_vlm: Any, eval_cfg: Any, image_vlm: Any = None,
+                 labelled_names: list[str] | None = None, pseudo_names: list[str] | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        from celseg.engine.protocol import choose_protocol
+        from celseg.vlm.loading import has_image_tower
+
+        self.model = model.eval()
+        self.text_vlm = text_vlm
+        self.image_vlm = image_vlm
+        self.eval_cfg = eval_cfg
+        self.labelled_names = list(labelled_names or [])
+        self.pseudo_names = list(pseudo_names or [])
+        self.cache_dir = cache_dir
+        sees = bool(getattr(model, "vlm_tower_is_shared", False)) or has_image_tower(image_vlm)
+        self.protocol = choose_protocol(eval_cfg, sees)
+        self._paths: dict[tuple[str, ...], Any] = {}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, device: str | torch.device = "cpu",
+                        vlm: str | None = None, ensemble: bool = True,
+                        cache_dir: str | Path | None = None) -> Predictor:
+        """Load a run; ``vlm`` overrides its model.vlm (text space and image path);
+        ``ensemble=False`` gives the segmenter alone."""
+        import dataclasses
+
+        from celseg.engine.checkpoint import label_names, load_segmenter
+        from celseg.vlm.loading import load_vlm_cached
+
+        model, cfg = load_segmenter(ckpt, device)
+        text_vlm = load_vlm_cached(vlm or cfg.model.vlm)
+        image_vlm = load_vlm_cached(cfg.eval.vlm) if cfg.eval.vlm and not vlm else text_vlm
+        eval_cfg = dataclasses.replace(cfg.eval, ensemble=cfg.eval.ensemble and ensemble,
+                                       two_stage=False)
+        labelled, pseudo = label_names(ckpt, cfg)
+        return cls(model, text_vlm, eval_cfg, image_vlm, labelled, pseudo, cache_dir)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def path(self, class_names: list[str]) -> Any:
+        """The inference path for this vocabulary (built once per vocabulary)."""
+        from celseg.engine.protocol import build_inference
+
+        key = tuple(class_names)
+        if key not in self._paths:
+            if len(self._paths) > 8:
+                self._paths.clear()
+            self._paths[key] = build_inference(
+                self.model, self.eval_cfg, list(class_names), self.labelled_names,
+                self.pseudo_names, self.image_vlm if self.protocol != "segmenter" else None,
+                self.device,
+                seen_positions=[i for i, n in enumerate(class_names) if n in
+                                set(self.labelled_names)])
+        return self._paths[key]
+
+    def text_embeddings(self, class_names: list[str]) -> torch.Tensor:
+        from celseg.vlm.cache import text_embeddings
+
+        return text_embeddings(self.text_vlm, list(class_names), cache_dir=self.cache_dir)
+
+    @torch.no_grad()
+    def probs(self, image: np.ndarray, class_names: list[str]) -> torch.Tensor:
+        """(V,H,W) class probabilities for an (H,W,3) uint8 image."""
+        x01 = torch.tensor(image).permute(2, 0, 1).float().div(255.0)[None]  # copy: read-only ok
+        return self.probs_batch(x01, class_names)[0]
+
+    @torch.no_grad()
+    def probs_batch(self, images01: torch.Tensor, class_names: list[str]) -> torch.Tensor:
+        """(B,V,H,W) class probabilities for (B,3,H,W) RGB images in [0, 1]."""
+        from celseg.data.transforms import normalize
+
+        h, w = images01.shape[-2:]
+        x, _ = pad_batch(normalize(images01))
+        x = x.to(self.device)
+        outputs = self.model(x, self.text_embeddings(class_names).to(self.device))
+        path = self.path(class_names)
+        padded01 = torch.zeros_like(x)
+        padded01[..., :h, :w] = images01.to(x.device)
+        probs = path.probs(outputs, padded01, tuple(x.shape[-2:]))
+        return probs[..., :h, :w]
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, class_names: list[str]) -> np.ndarray:
+        """(H,W) uint8 positions in ``class_names`` for an (H,W,3) uint8 image."""
+        from celseg.models.inference import calibrate
+
+        path = self.path(class_names)
+        probs = self.probs(image, class_names)[None]
+        pred = calibrate(probs, path.seen_positions, path.calibration).argmax(1)[0]
+        return pred.to(torch.uint8).cpu().numpy()
+
+
 @torch.no_grad()
 def segment(model: nn.Module, image: np.ndarray, text_emb: torch.Tensor,
             calibration: float = 0.0, seen_ids: list[int] | None = None) -> np.ndarray:
-    """(H,W) uint8 vocabulary indices for an (H,W,3) uint8 image and (C,D) text embeddings."""
+    """The segmenter alone: (H,W) uint8 vocabulary indices for an (H,W,3) uint8 image and
+    (C,D) text embeddings (used where no VLM image path is wanted)."""
     from celseg.data.transforms import normalize
     from celseg.models.inference import semantic_map
 
@@ -63,33 +164,32 @@ def segment(model: nn.Module, image: np.ndarray, text_emb: torch.Tensor,
     return pred[0, :h, :w].to(torch.uint8).cpu().numpy()
 
 
-def predict_images(model: nn.Module, paths: list[str | Path], class_names: list[str],
-                   vlm: object, out_dir: str | Path, max_size: int = 0,
-                   cache_dir: str | Path | None = None, alpha: float = 0.5) -> list[Path]:
-    """Write a label PNG and an overlay per image; returns the label PNG paths.
+def output_paths(out_dir: str | Path, image_path: str | Path) -> tuple[Path, Path]:
+    """(label PNG, overlay PNG) that :func:`predict_images` writes for ``image_path``."""
+    stem = Path(image_path).stem
+    return Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}_overlay.png"
 
-    ``vlm`` gives the text embeddings of ``class_names`` (through the disk cache); it must be the
-    text space the model was trained with.
-    """
+
+def predict_images(predictor: Predictor, paths: list[str | Path], class_names: list[str],
+                   out_dir: str | Path, max_size: int = 0, alpha: float = 0.5) -> list[Path]:
+    """Write a label PNG and an overlay per image (atomically); returns the label PNG paths."""
+    from celseg.io.atomic import save_image
     from celseg.viz.overlay import legend_image, overlay
-    from celseg.vlm.cache import text_embeddings
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text_emb = text_embeddings(vlm, list(class_names), cache_dir=cache_dir)  # (C, D)
     palette = np.asarray([default_color(i) for i in range(len(class_names))], dtype=np.uint8)
-    model.eval()
     written = []
     for path in paths:
         path = Path(path)
         image = load_rgb(path, max_size)
-        label = segment(model, image, text_emb)
-        label_path = out_dir / f"{path.stem}.png"
-        Image.fromarray(label, mode="L").save(label_path)
+        label = predictor.segment(image, list(class_names))
+        label_path, overlay_path = output_paths(out_dir, path)
+        save_image(Image.fromarray(label, mode="L"), label_path)
         ids = sorted(int(i) for i in np.unique(label))
         blend = overlay(image, label, palette, alpha)
         legend = legend_image(list(class_names), palette, ids)
-        _side_by_side([image, blend], np.asarray(legend)).save(out_dir / f"{path.stem}_overlay.png")
+        save_image(_side_by_side([image, blend], np.asarray(legend)), overlay_path)
         written.append(label_path)
     return written
 

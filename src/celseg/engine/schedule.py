@@ -27,18 +27,21 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
 
     Biases, normalisation weights, embeddings (learned queries) and scalars such as the logit
     scale get no weight decay, as Mask2Former does. Backbone parameters are those whose name
-    starts with ``backbone.``.
+    starts with ``backbone.``, except those of the modules the backbone lists in ``new_modules``
+    (trained from scratch, e.g. a ViT's feature pyramid). Frozen parameters are left out.
     """
     no_decay_ids: set[int] = set()
     for module in model.modules():
         if isinstance(module, (nn.Embedding, nn.LayerNorm, nn.GroupNorm,
                                nn.modules.batchnorm._BatchNorm)):
             no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    fresh = tuple(f"backbone.{m}." for m in getattr(getattr(model, "backbone", None),
+                                                     "new_modules", ()))
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_backbone = name.startswith("backbone.")
+        is_backbone = name.startswith("backbone.") and not name.startswith(fresh)
         decay = p.ndim > 1 and id(p) not in no_decay_ids
         groups.setdefault((is_backbone, decay), []).append(p)
     out = []

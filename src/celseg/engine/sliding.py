@@ -58,34 +58,21 @@ def sliding_window(predict: Callable[[torch.Tensor], torch.Tensor], images: torc
     return (total / count)[:, :, :h, :w]
 
 
-def segmenter_predictor(model: torch.nn.Module, text_emb: torch.Tensor,
-                        has_background: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``predict`` for ``sliding_window`` from a ``Segmenter``: (B,3,w,w) -> (B,C,w,w) class
-    probabilities (``semantic_probs`` resized to the window and normalised over classes)."""
-    from celseg.models.inference import semantic_probs
+def path_predictor(model: torch.nn.Module, text_emb: torch.Tensor, path: object,
+                   protocols: tuple[str, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predict`` for ``sliding_window`` from a ``Segmenter`` and its inference path
+    (``celseg.models.inference.SemanticInference``): (B,3,w,w) normalised -> (B,P*V,w,w), the
+    class probabilities of each of the P ``protocols`` resized to the window, normalised over
+    classes and concatenated in order."""
+    from celseg.data.transforms import denormalize
+    from celseg.models.inference import class_probs
 
     @torch.no_grad()
     def predict(crop: torch.Tensor) -> torch.Tensor:
         outputs = model(crop, text_emb)
-        probs = semantic_probs(outputs["pred_logits"], outputs["pred_masks"], has_background)
-        probs = F.interpolate(probs, size=crop.shape[-2:], mode="bilinear", align_corners=False)
-        return probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
-
-    return predict
-
-
-def two_stage_predictor(model: torch.nn.Module, text_emb: torch.Tensor, has_background: bool,
-                        two_stage_probs: Callable[[dict, torch.Tensor, bool], torch.Tensor]
-                        ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Like :func:`segmenter_predictor` with two-stage scores: ``two_stage_probs(outputs, crop
-    (B,3,w,w) normalised, has_background) -> (B,C,h,w)`` (e.g. ``TwoStage.probs`` of the
-    evaluator), resized to the window and normalised over classes."""
-
-    @torch.no_grad()
-    def predict(crop: torch.Tensor) -> torch.Tensor:
-        outputs = model(crop, text_emb)
-        probs = two_stage_probs(outputs, crop, has_background).float()
-        probs = F.interpolate(probs, size=crop.shape[-2:], mode="bilinear", align_corners=False)
-        return probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
+        images01 = denormalize(crop.float()).clamp(0, 1)
+        scores = path.scores(outputs, images01, protocols)
+        size = tuple(crop.shape[-2:])
+        return torch.cat([class_probs(scores[p], size) for p in protocols], dim=1)
 
     return predict

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,20 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from celseg.config import Config, save_config, to_dict
+from celseg.config import Config, check_paths, save_config, to_dict, validate
 from celseg.engine import checkpoint as ckpt
 from celseg.engine import distributed
 from celseg.engine.evaluator import evaluate, pad_batch
 from celseg.engine.logger import RunLogger
+from celseg.engine.oom import OutOfMemoryError, out_of_memory_error
+from celseg.engine.run_lock import RunLock
 from celseg.engine.schedule import build_optimizer, build_scheduler
 from celseg.engine.seeding import get_rng_state, seed_everything, set_rng_state
-from celseg.engine.vocab import training_vocabulary
+from celseg.engine.signals import StopOnSignal
+from celseg.engine.vocab import label_sources, training_vocabulary
 from celseg.errors import CelsegError
+from celseg.viz.charts import curves_beside_log
+from celseg.vlm.loading import class_text_embeddings
 
 
 class ResumableSampler(DistributedSampler):
@@ -58,43 +62,6 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
-
-
-def load_vlm_cached(name: str) -> Any:
-    """``load_vlm`` memoised per process (keyed by name and weight-file time), on CPU."""
-    from celseg.vlm.registry import resolve_name
-
-    path = Path(resolve_name(name)).expanduser()
-    stamp = max((f.stat().st_mtime for f in path.glob("*")), default=0.0) if path.is_dir() else 0
-    return _load_vlm(str(name), stamp)
-
-
-@lru_cache(maxsize=2)
-def _load_vlm(name: str, stamp: float) -> Any:
-    from celseg.vlm.registry import load_vlm
-
-    return load_vlm(name)
-
-
-def class_text_embeddings(vlm_name: str, names: list[str], device: torch.device | str = "cpu"
-                          ) -> torch.Tensor:
-    """(C, D) frozen, L2-normalised text embeddings of ``names`` (disk-cached by the VLM layer).
-
-    Under torch.distributed rank 0 fills the cache first so ranks never race on it.
-    """
-    from celseg.vlm.cache import text_embeddings
-
-    def compute() -> torch.Tensor:
-        with torch.no_grad():
-            return text_embeddings(load_vlm_cached(vlm_name), list(names)).detach().float().cpu()
-
-    emb = None
-    if not distributed.is_dist() or torch.distributed.get_rank() == 0:
-        emb = compute()
-    distributed.barrier()
-    if emb is None:
-        emb = compute()
-    return emb.to(device)
 
 
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -147,13 +114,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
     from celseg.losses.targets import labels_to_targets
     from celseg.models.build import build_segmenter
 
+    check_paths(validate(cfg))  # every value and path, before anything is touched
     tc = cfg.train
     dist_info = distributed.init_from_env(tc.device)
     device, is_main = dist_info.device, dist_info.is_main
     out = Path(tc.out_dir)
     logger: RunLogger | None = None
+    lock, stop_request = RunLock(out), StopOnSignal()
     try:
         if is_main:
+            lock.acquire()  # before prepare_out_dir: a second run may not --overwrite this one
             prepare_out_dir(out, resume, overwrite)
             out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out / "config.yaml")
@@ -168,6 +138,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
                 "ADE20K-847) are for `celseg evaluate`"
             )
         vocab = training_vocabulary(class_info, cfg.data.setting, cfg.data.label_dir)
+        labelled_ids, pseudo_ids = label_sources(class_info, cfg.data.setting,
+                                                 cfg.data.label_dir)
         lut = vocab.lut().to(device)
         train_set = SegmentationDataset(
             cfg.data.root, cfg.data.train_split, transform=build_train_transform(cfg.data),
@@ -243,14 +215,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                      "rng": rng_states},
                     {"format": "celseg-segmenter", "embed_dim": str(int(all_emb.shape[1])),
-                     "step": str(at_step), "mode": cfg.model.mode},
+                     "step": str(at_step), "mode": cfg.model.mode,
+                     "labelled_names": json.dumps([class_info.names[i] for i in labelled_ids]),
+                     "pseudo_names": json.dumps([class_info.names[i] for i in pseudo_ids])},
                 )
             distributed.barrier()
 
         def run_eval(at_step: int) -> dict:
             summary = evaluate(model, val_set, all_emb, class_info, cfg.eval, device,
-                               progress=progress and is_main,
-                               two_stage_vlm=cfg.eval.two_stage_vlm or cfg.model.vlm)
+                               progress=progress and is_main, vlm=cfg.model.vlm,
+                               labelled_ids=labelled_ids, pseudo_ids=pseudo_ids)
             summary["step"] = at_step
             if is_main:
                 logger.log({"step": at_step, "eval": {k: v for k, v in summary.items()
@@ -264,6 +238,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
                    dynamic_ncols=True, file=sys.stderr)
         model.train()
         ema_loss, t_last, n_last = None, time.perf_counter(), 0
+        stop_request.install()
         while step < stop:
             epoch, offset = divmod(step, batches_per_epoch)
             sampler.set_epoch(epoch)
@@ -302,11 +277,15 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
                 if tc.eval_every and step % tc.eval_every == 0 and step < total:
                     run_eval(step)
                     t_last, n_last = time.perf_counter(), 0
+                if stop_request.pending(device):  # SIGTERM / SIGINT: checkpoint this step, exit
+                    save(step)
+                    raise stop_request.interrupted(step, out)
                 if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == stop:
                     save(step)
                 if step >= stop:
                     break
         bar.close()
+        stop_request.uninstall()
 
         if step < total:  # stopped early on purpose (max_steps): no final evaluation
             return {"step": step, "stopped": True}
@@ -317,9 +296,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, overwrite: b
 
             print(format_table(summary, title=f"{out} (step {step})"))
         return summary
+    except OutOfMemoryError as exc:
+        raise out_of_memory_error(cfg, exc, dist_info.world_size) from None
     finally:
+        stop_request.uninstall()
+        lock.release()
         if logger is not None:
             logger.close()
+            curves_beside_log(logger.path)  # a warning, never an error, when plotting fails
         distributed.cleanup(dist_info)
 
 

@@ -62,3 +62,18 @@ def eval_vocabulary(class_info: ClassInfo, which: str) -> tuple[int, ...]:
     if which == "seen":
         return tuple(class_info.seen_ids)
     raise CelsegError(f"eval.vocabulary={which!r}; expected 'all' or 'seen'")
+
+
+def label_sources(class_info: ClassInfo, setting: str, label_dir: str = ""
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(ids with ground-truth labels in training, ids trained only on pseudo labels).
+
+    inductive: seen / none; transductive: seen / unseen when ``label_dir`` holds pseudo labels;
+    oracle: every class / none. The ensemble weighs the first group with ``eval.ensemble_alpha``.
+    """
+    if setting not in SETTINGS:
+        raise CelsegError(f"data.setting={setting!r}; expected one of {', '.join(SETTINGS)}")
+    if setting == "oracle":
+        return tuple(range(class_info.num_classes)), ()
+    pseudo = tuple(class_info.unseen_ids) if setting == "transductive" and label_dir else ()
+    return tuple(class_info.seen_ids), pseudo

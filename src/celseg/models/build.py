@@ -9,6 +9,7 @@ from celseg.models.classifier import TextClassifier
 from celseg.models.pixel_decoder import FPNPixelDecoder
 from celseg.models.segmenter import Segmenter
 from celseg.models.transformer_decoder import TransformerDecoder
+from celseg.models.vlm_backbone import VLM_BACKBONE, vlm_backbone
 
 MODES = ("ce", "baseline")
 
@@ -18,7 +19,9 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
 
     ``cfg.mode``: ``"ce"`` (background-free) or ``"baseline"`` (learnable no-object embedding).
     Reads backbone weights when ``cfg.pretrained`` (EfficientNet-Lite0 from its package, or a
-    Hugging Face backbone folder / hub id).
+    Hugging Face backbone folder / hub id). ``cfg.backbone == "vlm"`` always loads ``cfg.vlm``
+    and keeps its frozen image tower (``cfg.pretrained`` does not apply; ``load_segmenter`` then
+    replaces the tower's weights with the checkpoint's).
     """
     if cfg.mode not in MODES:
         raise CelsegError(f"model.mode '{cfg.mode}' is not one of {', '.join(MODES)}")
@@ -30,7 +33,11 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
     if cfg.dec_layers < 1:
         raise CelsegError(f"model.dec_layers must be >= 1, got {cfg.dec_layers}")
     levels = min(3, cfg.dec_layers)  # memory levels the decoder layers read, round robin
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_backbone_bn)
+    if cfg.backbone == VLM_BACKBONE:
+        backbone = vlm_backbone(cfg.vlm, embed_dim, cfg.hidden_dim, cfg.vlm_input_scale,
+                                cfg.vlm_original_strides)
+    else:
+        backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_backbone_bn)
     pixel_decoder = FPNPixelDecoder(backbone.channels, cfg.hidden_dim, cfg.mask_dim, levels)
     decoder = TransformerDecoder(
         hidden_dim=cfg.hidden_dim,

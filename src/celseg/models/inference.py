@@ -1,53 +1,272 @@
-"""From query predictions to a semantic map (shared by inference and the pixel-level loss)."""
+"""The one inference path: segmenter outputs -> per-proposal class probabilities -> semantic
+scores -> labels.
+
+Every consumer (evaluation, prediction, sliding window, pseudo-label and self-training relabel,
+the demo, the ablation and the web page) goes through :class:`SemanticInference`, and the pixel
+loss shares :func:`semantic_probs` and :func:`normalize_classes`, so each step has one home.
+
+Notation: query q has class logits z_q over the vocabulary of V names (plus a no-object column in
+baseline mode) and a mask logit map M_q.
+
+1. Per-proposal class probabilities p(q, c), one of four **protocols**:
+
+   - ``segmenter``: p_in(q, c) = softmax_c(z_q)[c], the no-object column dropped after the
+     softmax (the segmenter alone).
+   - ``ensemble`` (FC-CLIP): the VLM's dense image features f(x) (B, D, h, w) are pooled inside
+     each proposal's mask, e_q = normalise(sum_x m_q(x) f(x) / sum_x m_q(x)), with m_q the mask
+     resized to the feature map (``soft``: sigmoid(M_q); ``binary``: M_q > 0), and classified
+     against the VLM's text embeddings t_c: p_out(q, c) = softmax_c(s * <e_q, t_c>).
+     Then p(q, c) = p_in^(1 - w_c) * p_out^(w_c), renormalised over c, times (1 - p_void(q)) in
+     baseline mode; w_c = alpha for classes with ground-truth labels in training, beta else.
+   - ``vlm``: the ensemble with every w_c = 1 (the VLM branch alone).
+   - ``two_stage`` (zsseg): p_out from masked crops (``celseg.models.two_stage``), combined
+     without renormalisation.
+2. Semantic scores S(c, x) = sum_q p(q, c) * sigmoid(M_q(x)) at the mask resolution.
+3. Labels: S resized bilinearly to the output size, normalised over classes (S / sum_c S), the
+   seen-class calibration subtracted from seen columns, argmax.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+EPS = 1e-6  # the one epsilon of the normalisation over classes
+PROTOCOLS = ("segmenter", "ensemble", "vlm", "two_stage")
+POOLINGS = ("soft", "binary")
 
 
-def semantic_probs(
-    pred_logits: torch.Tensor, pred_masks: torch.Tensor, has_background: bool
-) -> torch.Tensor:
-    """Aggregate query predictions into per-class scores.
+# --- step 1: per-proposal class probabilities ----------------------------------------------------
 
-    S(c, x) = sum_q softmax(z_q)[c] * sigmoid(M_q(x)); in baseline mode the softmax runs over
-    C+1 columns and the no-object column is dropped afterwards. Not normalised over classes.
+def proposal_probs(pred_logits: Tensor, has_background: bool) -> tuple[Tensor, Tensor | None]:
+    """(B,Q,C) or (B,Q,C+1) logits -> p_in (B,Q,C) and p_void (B,Q) (None without background).
 
-    Args:
-        pred_logits: (B,Q,C) or (B,Q,C+1) when ``has_background``.
-        pred_masks: (B,Q,h,w) mask logits.
-    Returns:
-        (B,C,h,w) scores in [0, Q].
+    The softmax runs over every column; the no-object column is dropped afterwards.
     """
     probs = pred_logits.softmax(-1)
     if has_background:
-        probs = probs[..., :-1]
-    return torch.einsum("bqc,bqhw->bchw", probs, pred_masks.sigmoid())
+        return probs[..., :-1], probs[..., -1]
+    return probs, None
 
 
-def semantic_map(
-    outputs: dict,
-    out_size: tuple[int, int],
-    seen_ids: torch.Tensor | list[int] | None = None,
-    calibration: float = 0.0,
-    has_background: bool | None = None,
-) -> torch.Tensor:
-    """Per-pixel class ids (B,H,W) long, in vocabulary index space.
+def mask_pool(features: Tensor, mask_logits: Tensor, pooling: str = "soft") -> Tensor:
+    """Pool dense features inside each proposal's mask.
 
-    S from ``semantic_probs`` is bilinearly resized to ``out_size`` and normalised over classes
-    (S / sum_c S) so that ``calibration`` is on a probability scale; seen-class probabilities
-    (vocabulary indices ``seen_ids``) are lowered by ``calibration`` before the argmax, as
-    ZegFormer/ZegCLIP do. ``has_background`` defaults to pred_logits having one column more than
-    ``outputs["text_emb"]``.
+    Args:
+        features: (B,D,h,w) dense features.
+        mask_logits: (B,Q,H',W') mask logits at any resolution (resized bilinearly to h,w).
+        pooling: ``soft`` weights by sigmoid(M), ``binary`` by M > 0.
+    Returns:
+        (B,Q,D) L2-normalised pooled features; an empty binary mask gives a zero vector.
     """
-    logits, masks = outputs["pred_logits"], outputs["pred_masks"]
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; expected one of {', '.join(POOLINGS)}")
+    masks = mask_logits.float()
+    if masks.shape[-2:] != features.shape[-2:]:
+        masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear",
+                              align_corners=False)
+    weights = masks.sigmoid() if pooling == "soft" else (masks > 0).float()
+    pooled = torch.einsum("bdhw,bqhw->bqd", features.float(), weights)
+    pooled = pooled / weights.sum((-2, -1))[..., None].clamp_min(EPS)
+    return F.normalize(pooled, dim=-1)
+
+
+def oov_probs(pooled: Tensor, text_emb: Tensor, logit_scale: float = 100.0) -> Tensor:
+    """(B,Q,D) pooled image features, (C,D) text embeddings -> (B,Q,C) softmax of scaled cosines."""
+    return (logit_scale * pooled @ text_emb.to(pooled).t()).softmax(-1)
+
+
+def geometric_ensemble(p_in: Tensor, p_out: Tensor, weight: Tensor) -> Tensor:
+    """p_in^(1-w) * p_out^w per class; (B,Q,C) probabilities, (C,) weights. Not renormalised."""
+    w = weight.to(p_in)
+    return p_in.clamp_min(0) ** (1 - w) * p_out.clamp_min(0) ** w
+
+
+def class_weights(num_classes: int, labelled_positions: list[int], alpha: float,
+                  beta: float) -> Tensor:
+    """(C,) ensemble weights: alpha at the vocabulary positions that had ground-truth labels in
+    training, beta elsewhere."""
+    w = torch.full((num_classes,), float(beta))
+    if labelled_positions:
+        w[torch.as_tensor(labelled_positions, dtype=torch.long)] = float(alpha)
+    return w
+
+
+# --- steps 2 and 3: semantic scores and labels -------------------------------------------------
+
+def aggregate(probs: Tensor, mask_logits: Tensor) -> Tensor:
+    """S(c, x) = sum_q p(q, c) sigmoid(M_q(x)): (B,Q,C), (B,Q,h,w) -> (B,C,h,w)."""
+    return torch.einsum("bqc,bqhw->bchw", probs, mask_logits.sigmoid())
+
+
+def semantic_probs(pred_logits: Tensor, pred_masks: Tensor, has_background: bool) -> Tensor:
+    """The segmenter's own semantic scores (B,C,h,w) in [0, Q], not normalised over classes."""
+    return aggregate(proposal_probs(pred_logits, has_background)[0], pred_masks)
+
+
+def normalize_classes(scores: Tensor) -> Tensor:
+    """(B,C,...) scores -> S / sum_c S (the epsilon of the whole project)."""
+    return scores / scores.sum(1, keepdim=True).clamp_min(EPS)
+
+
+def calibrate(probs: Tensor, seen_positions: list[int] | Tensor | None,
+              calibration: float) -> Tensor:
+    """Subtract ``calibration`` from the seen columns (in place) of (B,C,...) probabilities."""
+    if calibration and seen_positions is not None and len(seen_positions):
+        seen = torch.as_tensor(seen_positions, dtype=torch.long, device=probs.device)
+        probs[:, seen] -= calibration
+    return probs
+
+
+def class_probs(scores: Tensor, out_size: tuple[int, int]) -> Tensor:
+    """(B,C,h,w) scores -> (B,C,H,W) resized bilinearly and normalised over classes."""
+    if tuple(scores.shape[-2:]) != tuple(out_size):
+        scores = F.interpolate(scores.float(), size=tuple(out_size), mode="bilinear",
+                               align_corners=False)
+    return normalize_classes(scores)
+
+
+def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
+                     seen_positions: list[int] | None = None, calibration: float = 0.0) -> Tensor:
+    """(B,C,h,w) semantic scores -> (B,H,W) long vocabulary positions (resize, normalise,
+    calibrate, argmax)."""
+    return calibrate(class_probs(scores, out_size), seen_positions, calibration).argmax(1)
+
+
+def semantic_map(outputs: dict, out_size: tuple[int, int],
+                 seen_ids: list[int] | Tensor | None = None, calibration: float = 0.0,
+                 has_background: bool | None = None) -> Tensor:
+    """The segmenter alone: (B,H,W) vocabulary positions from ``Segmenter.forward`` outputs.
+
+    ``seen_ids`` are vocabulary positions; ``has_background`` defaults to pred_logits having one
+    column more than ``outputs["text_emb"]``.
+    """
+    logits = outputs["pred_logits"]
     if has_background is None:
         has_background = logits.shape[-1] == outputs["text_emb"].shape[0] + 1
-    probs = semantic_probs(logits, masks, has_background)
-    probs = F.interpolate(probs, size=tuple(out_size), mode="bilinear", align_corners=False)
-    probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-6)
-    if seen_ids is not None and calibration:
-        seen = torch.as_tensor(seen_ids, dtype=torch.long, device=probs.device)
-        probs[:, seen] -= calibration
-    return probs.argmax(1)
+    scores = semantic_probs(logits, outputs["pred_masks"], has_background)
+    return scores_to_labels(scores, out_size, seen_ids, calibration)
+
+
+# --- the path as one object --------------------------------------------------------------------
+
+@dataclass
+class OOVBranch:
+    """What the out-of-vocabulary classifier needs for one vocabulary.
+
+    vlm: a VisionLanguageModel with ``dense_features`` (None when every output carries
+        ``vlm_dense``, the shared-backbone case); text_emb: (V,D) the VLM's text embeddings of
+        the vocabulary; weight: (V,) ensemble weights w_c (see :func:`class_weights`).
+    """
+
+    vlm: object
+    text_emb: Tensor
+    weight: Tensor
+    pooling: str = "soft"
+    logit_scale: float = 100.0
+    renormalize: bool = True
+    input_scale: float = 1.0  # images upsampled by this before the VLM's dense_features
+
+    def dense(self, outputs: dict, images01: Tensor) -> Tensor:
+        """(B,D,h,w): the shared backbone's ``vlm_dense`` when present, else a VLM forward."""
+        feats = outputs.get("vlm_dense")
+        if feats is None:
+            if self.vlm is None:
+                raise ValueError("no vlm_dense in the outputs and no VLM to compute it")
+            if self.input_scale != 1.0:
+                images01 = F.interpolate(images01, scale_factor=self.input_scale,
+                                         mode="bilinear", align_corners=False)
+            feats = self.vlm.dense_features(images01)
+        return feats.to(outputs["pred_masks"].device)
+
+    def p_out(self, outputs: dict, images01: Tensor) -> Tensor:
+        """(B,Q,V) out-of-vocabulary probabilities of every proposal."""
+        pooled = mask_pool(self.dense(outputs, images01), outputs["pred_masks"], self.pooling)
+        return oov_probs(pooled, self.text_emb, self.logit_scale)
+
+    def combine(self, p_in: Tensor, p_out: Tensor, p_void: Tensor | None,
+                weight: Tensor | None = None) -> Tensor:
+        """Geometric ensemble, renormalised over classes, times (1 - p_void) in baseline mode."""
+        p = geometric_ensemble(p_in, p_out, self.weight if weight is None else weight)
+        if self.renormalize:
+            p = p / p.sum(-1, keepdim=True).clamp_min(EPS)
+        if p_void is not None:
+            p = p * (1 - p_void)[..., None]
+        return p
+
+
+class SemanticInference:
+    """Segmenter outputs -> scores -> labels under one protocol (see the module docstring).
+
+    Args:
+        has_background: the segmenter has a no-object column.
+        protocol: one of :data:`PROTOCOLS`.
+        oov: the out-of-vocabulary branch (``ensemble`` and ``vlm``).
+        two_stage: callable ``(outputs, images01, p_in) -> (B,Q,V)`` crop-ensembled probabilities
+            (``two_stage``).
+        seen_positions, calibration: the seen-class calibration of step 3.
+    """
+
+    def __init__(self, has_background: bool, protocol: str = "segmenter",
+                 oov: OOVBranch | None = None, two_stage: object = None,
+                 seen_positions: list[int] | None = None, calibration: float = 0.0) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        if protocol in ("ensemble", "vlm") and oov is None:
+            raise ValueError(f"protocol {protocol!r} needs an out-of-vocabulary branch")
+        if protocol == "two_stage" and two_stage is None:
+            raise ValueError("protocol 'two_stage' needs a crop classifier")
+        self.has_background = has_background
+        self.protocol = protocol
+        self.oov = oov
+        self.two_stage = two_stage
+        self.seen_positions = list(seen_positions or [])
+        self.calibration = calibration
+
+    def proposal_probs(self, outputs: dict, images01: Tensor | None = None,
+                       protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """{protocol: (B,Q,V)} for ``protocols`` (default: this path's own), sharing work.
+
+        images01: (B,3,H,W) in [0,1], needed by the VLM branches unless outputs have vlm_dense.
+        """
+        protocols = protocols or (self.protocol,)
+        p_in, p_void = proposal_probs(outputs["pred_logits"].float(), self.has_background)
+        result: dict[str, Tensor] = {}
+        p_out = None
+        for name in protocols:
+            if name == "segmenter":
+                result[name] = p_in
+            elif name in ("ensemble", "vlm"):
+                if self.oov is None:
+                    raise ValueError(f"protocol {name!r} needs an out-of-vocabulary branch")
+                if p_out is None:
+                    p_out = self.oov.p_out(outputs, images01)
+                weight = torch.ones_like(self.oov.weight) if name == "vlm" else None
+                result[name] = self.oov.combine(p_in, p_out, p_void, weight)
+            elif name == "two_stage":
+                if self.two_stage is None:
+                    raise ValueError("protocol 'two_stage' needs a crop classifier")
+                result[name] = self.two_stage(outputs, images01, p_in)
+            else:
+                raise ValueError(f"protocol={name!r}; expected one of {', '.join(PROTOCOLS)}")
+        return result
+
+    def scores(self, outputs: dict, images01: Tensor | None = None,
+               protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """{protocol: (B,V,h,w)} semantic scores at the mask resolution (not normalised)."""
+        masks = outputs["pred_masks"].float()
+        return {name: aggregate(p, masks)
+                for name, p in self.proposal_probs(outputs, images01, protocols).items()}
+
+    def probs(self, outputs: dict, images01: Tensor | None, out_size: tuple[int, int]) -> Tensor:
+        """(B,V,H,W) class probabilities of this path's protocol at ``out_size``."""
+        return class_probs(self.scores(outputs, images01)[self.protocol], out_size)
+
+    def labels(self, outputs: dict, images01: Tensor | None, out_size: tuple[int, int],
+               protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """{protocol: (B,H,W) long vocabulary positions}."""
+        return {name: scores_to_labels(s, out_size, self.seen_positions, self.calibration)
+                for name, s in self.scores(outputs, images01, protocols).items()}

@@ -19,6 +19,12 @@ class Segmenter(nn.Module):
     - ``logit_scale`` () the classifier's scale
     - ``text_emb`` (C,D) the vocabulary it was given (the ranking loss and inference read it)
     - ``aux_outputs`` list (one per earlier decoder prediction) of dicts with the same keys
+    - ``vlm_dense`` (B,D,h,w) only when the backbone is the VLM's shared frozen tower
+      (``vlm_tower_is_shared``): the VLM's L2-normalised dense features of ``images`` from the
+      same pass, without gradient (``celseg.models.vlm_backbone``)
+
+    With a shared tower and ``model.vlm_input_scale`` s, the masks are (B,Q,sH/4,sW/4), except
+    for a LiT tower at s = 2 with ``model.vlm_original_strides`` (the default): (B,Q,H/4,W/4).
     """
 
     def __init__(
@@ -38,8 +44,17 @@ class Segmenter(nn.Module):
     def has_background(self) -> bool:
         return self.classifier.has_background
 
+    @property
+    def vlm_tower_is_shared(self) -> bool:
+        """True when the backbone is the VLM's image tower and outputs carry ``vlm_dense``."""
+        return bool(getattr(self.backbone, "shares_vlm_tower", False))
+
     def forward(self, images: torch.Tensor, text_emb: torch.Tensor) -> dict:
-        feats = self.backbone.forward_features(images)
+        vlm_dense = None
+        if self.vlm_tower_is_shared:
+            feats, vlm_dense = self.backbone.forward_shared(images)
+        else:
+            feats = self.backbone.forward_features(images)
         mask_features, memory = self.pixel_decoder(feats)
         preds = self.transformer_decoder(memory, mask_features)
         outs = []
@@ -54,4 +69,6 @@ class Segmenter(nn.Module):
             })
         final = dict(outs[-1])
         final["aux_outputs"] = outs[:-1]
+        if vlm_dense is not None:
+            final["vlm_dense"] = vlm_dense
         return final

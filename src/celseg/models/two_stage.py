@@ -13,7 +13,7 @@ with w_c = ``clip_weight_unseen`` for unseen classes and ``clip_weight_seen`` fo
 zsseg uses one ensemble weight lambda (0.7 VOC / 0.8 COCO) as w_unseen = lambda and
 w_seen = 1 - lambda, which are the defaults here for lambda = 0.8. Proposals whose mask is empty
 keep p_clip = 1 (zsseg's behaviour: the CLIP term is neutral). The semantic map is then
-S(c, x) = sum_q p(q, c) * sigmoid(M_q(x)), as in ``celseg.models.inference.semantic_probs``.
+S(c, x) = sum_q p(q, c) * sigmoid(M_q(x)), as in ``celseg.models.inference.aggregate``.
 """
 
 from __future__ import annotations
@@ -21,14 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from celseg.models.inference import aggregate, geometric_ensemble, proposal_probs
+
 # CLIP's pixel mean in [0, 1]: filling the background with it makes it look "empty" to CLIP
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-
-
-def proposal_class_probs(pred_logits: torch.Tensor, has_background: bool) -> torch.Tensor:
-    """(B,Q,C) or (B,Q,C+1) logits -> (B,Q,C) softmax probabilities, no-object column dropped."""
-    probs = pred_logits.float().softmax(-1)
-    return probs[..., :-1] if has_background else probs
 
 
 def masked_crop(image: torch.Tensor, mask: torch.Tensor, crop_size: int,
@@ -89,19 +85,23 @@ def clip_proposal_probs(vlm: torch.nn.Module, images: torch.Tensor, mask_logits:
     return p_clip, valid
 
 
-def geometric_ensemble(p_seg: torch.Tensor, p_clip: torch.Tensor, unseen: torch.Tensor,
-                       clip_weight_seen: float, clip_weight_unseen: float) -> torch.Tensor:
-    """p = p_seg ** (1 - w) * p_clip ** w per class (w by seen/unseen).
+def crop_ensemble(p_seg: torch.Tensor, images: torch.Tensor, mask_logits: torch.Tensor,
+                  vlm: torch.nn.Module, clip_text_emb: torch.Tensor, unseen: torch.Tensor,
+                  clip_weight_seen: float = 0.2, clip_weight_unseen: float = 0.8,
+                  crop_size: int = 224, logit_scale: float = 100.0) -> torch.Tensor:
+    """(B,Q,C) per-proposal probabilities p_seg^(1-w) * p_clip^w (not renormalised, as zsseg).
 
-    Args:
-        p_seg, p_clip: (B,Q,C) probabilities.
-        unseen: (C,) bool, True for unseen classes.
-    Returns:
-        (B,Q,C), not renormalised (as zsseg).
+    p_seg: (B,Q,C) segmenter probabilities (no-object dropped); images: (B,3,H,W) in [0,1];
+    mask_logits: (B,Q,h,w); clip_text_emb: (C,D) of ``vlm``; unseen: (C,) bool.
     """
-    w = torch.where(unseen.to(p_seg.device), clip_weight_unseen, clip_weight_seen)
-    w = w.to(p_seg.dtype)
-    return p_seg.clamp_min(0) ** (1 - w) * p_clip.clamp_min(0) ** w
+    num_classes = p_seg.shape[-1]
+    if clip_text_emb.shape[0] != num_classes:
+        raise ValueError(f"clip_text_emb has {clip_text_emb.shape[0]} classes, the segmenter "
+                         f"{num_classes}")
+    p_clip, _ = clip_proposal_probs(vlm, images, mask_logits, clip_text_emb.to(images.device),
+                                    crop_size=crop_size, logit_scale=logit_scale)
+    weight = torch.where(unseen.to(p_seg.device), clip_weight_unseen, clip_weight_seen)
+    return geometric_ensemble(p_seg, p_clip.to(p_seg.device), weight)
 
 
 def two_stage_probs(outputs: dict, images: torch.Tensor, vlm: torch.nn.Module,
@@ -120,15 +120,9 @@ def two_stage_probs(outputs: dict, images: torch.Tensor, vlm: torch.nn.Module,
         (B,C,h,w) scores S(c,x) = sum_q p(q,c) * sigmoid(M_q(x)) at the mask resolution.
     """
     logits, mask_logits = outputs["pred_logits"], outputs["pred_masks"]
-    p_seg = proposal_class_probs(logits, has_background)
-    num_classes = p_seg.shape[-1]
-    if clip_text_emb.shape[0] != num_classes:
-        raise ValueError(f"clip_text_emb has {clip_text_emb.shape[0]} classes, the segmenter "
-                         f"{num_classes}")
-    unseen = torch.zeros(num_classes, dtype=torch.bool, device=p_seg.device)
+    p_seg = proposal_probs(logits.float(), has_background)[0]
+    unseen = torch.zeros(p_seg.shape[-1], dtype=torch.bool, device=p_seg.device)
     unseen[torch.as_tensor(unseen_ids, dtype=torch.long, device=p_seg.device)] = True
-    p_clip, _ = clip_proposal_probs(vlm, images, mask_logits, clip_text_emb.to(images.device),
-                                    crop_size=crop_size, logit_scale=logit_scale)
-    p = geometric_ensemble(p_seg, p_clip.to(p_seg.device), unseen, clip_weight_seen,
-                           clip_weight_unseen)
-    return torch.einsum("bqc,bqhw->bchw", p, mask_logits.float().sigmoid())
+    p = crop_ensemble(p_seg, images, mask_logits, vlm, clip_text_emb, unseen, clip_weight_seen,
+                      clip_weight_unseen, crop_size, logit_scale)
+    return aggregate(p, mask_logits.float())

@@ -12,7 +12,6 @@ same name as ``annotations/SPLIT/NAME.png`` so the folder can be used as ``data.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from celseg.errors import DataError
+from celseg.io.atomic import save_image, write_json
 from celseg.pseudo import dense
 from celseg.pseudo.report import PseudoLabelStats, summarize
 
@@ -43,17 +43,54 @@ def check_out_dir(data_root: str | Path, out_dir: str | Path) -> None:
                         "choose another --out")
 
 
-def apply_rule(zs_label: Tensor, probs: Tensor, unseen_ids: list[int], threshold: float,
-               ignore_index: int = 255) -> Tensor:
+def apply_rule(zs_label: Tensor, probs: Tensor, unseen_ids: list[int],
+               threshold: float | Tensor, ignore_index: int = 255) -> Tensor:
     """The labelling rule of the module docstring.
 
     zs_label: (H, W) long, the zero-shot view (unseen ids already 255); probs: (C, H, W) class
-    probabilities over all classes. Returns (H, W) long.
+    probabilities over all classes; threshold: a float, or (C,) per-class thresholds. Returns
+    (H, W) long.
     """
     conf, pred = probs.max(dim=0)
     unseen = torch.as_tensor(unseen_ids, dtype=torch.long, device=pred.device)
+    if isinstance(threshold, Tensor):
+        threshold = threshold.to(conf)[pred]
     write = (zs_label == ignore_index) & torch.isin(pred, unseen) & (conf >= threshold)
     return torch.where(write, pred, zs_label)
+
+
+HIST_BINS = 1000
+
+
+def candidate_histogram(zs_label: Tensor, probs: Tensor, num_classes: int,
+                        ignore_index: int = 255) -> Tensor:
+    """(C, HIST_BINS) counts of the argmax confidence of every pixel the rule may write
+    (255 in the zero-shot view), by predicted class."""
+    conf, pred = probs.max(dim=0)
+    cand = zs_label == ignore_index
+    bins = (conf[cand].clamp(0, 1) * (HIST_BINS - 1)).round().long()
+    flat = pred[cand] * HIST_BINS + bins
+    return torch.bincount(flat, minlength=num_classes * HIST_BINS).view(num_classes, HIST_BINS)
+
+
+def class_balanced_thresholds(hist: Tensor, share: float, threshold: float) -> Tensor:
+    """(C,) thresholds of class-balanced self-training (Zou et al., CBST).
+
+    t_c = min(threshold, the confidence above which the top ``share`` of the candidate pixels
+    predicted as c lie), so a pixel is written when it passes the global threshold OR is among
+    its class's most confident; a class with no candidate pixel keeps ``threshold``.
+    """
+    out = torch.full((hist.shape[0],), float(threshold))
+    for c in range(hist.shape[0]):
+        total = int(hist[c].sum())
+        if total == 0:
+            continue
+        # highest bin b such that at least share*total pixels lie at or above it
+        above = hist[c].flip(0).cumsum(0).flip(0)  # above[b] = pixels with bin >= b
+        ok = (above >= share * total).nonzero()
+        b = int(ok.max()) if len(ok) else 0
+        out[c] = min(float(threshold), b / (HIST_BINS - 1))
+    return out
 
 
 def zero_shot_view(label: Tensor, unseen_ids: list[int], ignore_index: int = 255) -> Tensor:
@@ -64,41 +101,59 @@ def zero_shot_view(label: Tensor, unseen_ids: list[int], ignore_index: int = 255
 
 def write_labels(score_fn: ScoreFn, data_root: str | Path, out_dir: str | Path, threshold: float,
                  split: str = "train", progress: bool = True, max_items: int = 0,
-                 settings: dict | None = None, desc: str = "pseudo labels") -> dict:
+                 settings: dict | None = None, desc: str = "pseudo labels",
+                 class_share: float = 0.0) -> dict:
     """Apply the labelling rule with ``score_fn`` to every image of ``split``; write PNGs + report.
 
     score_fn: images (1, 3, H, W) in [0, 1] -> class probabilities (1, C, H, W) over all classes
-    of the dataset, in id order. Returns the report dict (also written to ``OUT/report.json``).
+    of the dataset, in id order. ``class_share`` > 0 adds class-balanced thresholds
+    (:func:`class_balanced_thresholds`, one extra pass over the split). Returns the report dict
+    (also written to ``OUT/report.json``).
     """
     from celseg.data.dataset import SegmentationDataset
 
     check_out_dir(data_root, out_dir)
     if not 0.0 <= threshold <= 1.0:
         raise DataError(f"threshold must be in [0, 1], got {threshold}")
+    if not 0.0 <= class_share <= 1.0:
+        raise DataError(f"class share must be in [0, 1], got {class_share}")
     dataset = SegmentationDataset(data_root, split, view="full", max_items=max_items)
     info = dataset.class_info
     unseen = info.unseen_ids
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+
+    def items(pass_desc: str):
+        for i in tqdm(range(len(dataset)), desc=pass_desc, disable=not progress, unit="img"):
+            image, label = dataset.load(i)  # (H, W, 3) uint8, (H, W) int64 true ids (checked)
+            name = dataset.samples[i][0].stem
+            label = torch.from_numpy(label)
+            image01 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None]
+            probs = score_fn(image01)[0].float().cpu()  # (C, H, W)
+            if probs.shape != (info.num_classes, *label.shape):
+                raise DataError(f"{name}: class probabilities of shape {tuple(probs.shape)}, "
+                                f"expected {(info.num_classes, *label.shape)}")
+            yield name, label, zero_shot_view(label, unseen, info.ignore_index), probs
+
+    thresholds: float | Tensor = threshold
+    if class_share > 0:
+        hist = torch.zeros(info.num_classes, HIST_BINS, dtype=torch.long)
+        for _, _, zs, probs in items(f"{desc} (class thresholds)"):
+            hist += candidate_histogram(zs, probs, info.num_classes, info.ignore_index)
+        thresholds = class_balanced_thresholds(hist, class_share, threshold)
     stats = PseudoLabelStats(info.num_classes, info.ignore_index)
-    for i in tqdm(range(len(dataset)), desc=desc, disable=not progress, unit="img"):
-        image, label = dataset.load(i)  # (H, W, 3) uint8, (H, W) int64 true ids (checked)
-        name = dataset.samples[i][0].stem
-        label = torch.from_numpy(label)
-        image01 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)[None]
-        probs = score_fn(image01)[0].float().cpu()  # (C, H, W)
-        if probs.shape != (info.num_classes, *label.shape):
-            raise DataError(f"{name}: class probabilities of shape {tuple(probs.shape)}, "
-                            f"expected {(info.num_classes, *label.shape)}")
-        zs = zero_shot_view(label, unseen, info.ignore_index)
-        pseudo = apply_rule(zs, probs, unseen, threshold, info.ignore_index)
-        Image.fromarray(pseudo.numpy().astype(np.uint8)).save(out / f"{name}.png")
+    for name, label, zs, probs in items(desc):
+        pseudo = apply_rule(zs, probs, unseen, thresholds, info.ignore_index)
+        save_image(Image.fromarray(pseudo.numpy().astype(np.uint8)), out / f"{name}.png")
         stats.update(pseudo, label)
     report = summarize(stats.matrix, info)
     report["images"] = len(dataset)
     report["settings"] = {"data": str(data_root), "split": split, "threshold": threshold,
-                          **(settings or {})}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+                          "class_share": class_share, **(settings or {})}
+    if isinstance(thresholds, Tensor):
+        report["class_thresholds"] = {info.names[c]: round(float(thresholds[c]), 4)
+                                      for c in unseen}
+    write_json(out / "report.json", report)
     return report
 
 

@@ -18,74 +18,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from celseg.pseudo.generate import write_labels
 
 
-@torch.no_grad()
-def segmenter_probs(model: torch.nn.Module, images: Tensor, text_emb: Tensor) -> Tensor:
-    """Class probabilities of a segmenter.
+def relabel(predictor: object, data_root: str | Path, out_dir: str | Path,
+            threshold: float = 0.5, *, split: str = "train", progress: bool = True,
+            max_items: int = 0, class_share: float = 0.0, settings: dict | None = None) -> dict:
+    """Write self-training labels for ``split`` with a ``celseg.engine.predictor.Predictor``
+    (its inference path: the ensemble when its VLM sees); returns the report dict."""
+    from celseg.data.classes import load_classes
 
-    images: (B, 3, H, W) RGB in [0, 1]; text_emb: (C, D) normalised, all classes in id order.
-    Normalised images are zero-padded bottom/right to a multiple of the backbone's largest
-    stride, as in evaluation, and the result is cropped back. Returns (B, C, H, W) summing to 1
-    over C.
-    """
-    from celseg.data.transforms import normalize
-    from celseg.engine.evaluator import pad_batch
-    from celseg.models.inference import semantic_probs
-
-    h, w = images.shape[-2:]
-    x, _ = pad_batch(normalize(images))
-    outputs = model(x, text_emb)
-    sem = semantic_probs(outputs["pred_logits"], outputs["pred_masks"], model.has_background)
-    sem = F.interpolate(sem.float(), size=tuple(x.shape[-2:]), mode="bilinear",
-                        align_corners=False)
-    sem = sem[..., :h, :w].clamp_min(0.0)
-    return sem / sem.sum(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def relabel(model: torch.nn.Module, text_emb: Tensor, data_root: str | Path,
-            out_dir: str | Path, threshold: float = 0.5, *, split: str = "train",
-            progress: bool = True, max_items: int = 0, settings: dict | None = None) -> dict:
-    """Write self-training labels for ``split`` with ``model``; returns the report dict.
-
-    text_emb: (C, D) normalised embeddings of all the dataset's class names in id order, in the
-    space the model was trained with.
-    """
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    text_emb = text_emb.to(device)
-    was_training = model.training
-    model.eval()
+    names = list(load_classes(data_root).names)
 
     def score_fn(images: Tensor) -> Tensor:
-        return segmenter_probs(model, images.to(device), text_emb)
+        return predictor.probs_batch(images, names)
 
-    try:
-        return write_labels(score_fn, data_root, out_dir, threshold, split, progress, max_items,
-                            {"source": "segmenter", **(settings or {})}, desc="self-training")
-    finally:
-        model.train(was_training)
+    return write_labels(score_fn, data_root, out_dir, threshold, split, progress, max_items,
+                        {"source": "segmenter", "protocol": predictor.protocol,
+                         **(settings or {})},
+                        desc="self-training", class_share=class_share)
 
 
 def relabel_from_checkpoint(ckpt: str | Path, data_root: str | Path, out_dir: str | Path,
                             threshold: float = 0.5, *, split: str = "train",
                             device: str = "cpu", cache_dir: str | Path | None = None,
-                            progress: bool = True, max_items: int = 0) -> dict:
-    """Load a segmenter checkpoint (and the VLM its config names for the text) and relabel."""
-    from celseg.data.classes import load_classes
-    from celseg.engine.checkpoint import load_segmenter
-    from celseg.vlm.cache import text_embeddings
-    from celseg.vlm.registry import load_vlm
+                            progress: bool = True, max_items: int = 0,
+                            class_share: float = 0.0, ensemble: bool = True) -> dict:
+    """Load a segmenter checkpoint (and the VLM its config names) and relabel."""
+    from celseg.engine.predictor import Predictor
 
-    model, cfg = load_segmenter(ckpt, device=device)
-    info = load_classes(data_root)
-    vlm = load_vlm(cfg.model.vlm, device=device)
-    text_emb = text_embeddings(vlm, list(info.names), cache_dir=cache_dir)
-    return relabel(model, text_emb, data_root, out_dir, threshold, split=split,
-                   progress=progress, max_items=max_items,
-                   settings={"checkpoint": str(ckpt), "vlm": cfg.model.vlm})
+    predictor = Predictor.from_checkpoint(ckpt, device, ensemble=ensemble, cache_dir=cache_dir)
+    return relabel(predictor, data_root, out_dir, threshold, split=split, progress=progress,
+                   max_items=max_items, class_share=class_share,
+                   settings={"checkpoint": str(ckpt)})

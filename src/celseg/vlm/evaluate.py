@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from celseg.data.classes import ClassInfo
+from celseg.data.dataset import read_label
 from celseg.errors import DataError
 from celseg.evaluation.metrics import ConfusionMatrix, summarize
 from celseg.vlm.base import VisionLanguageModel
@@ -100,7 +99,7 @@ def dense_segmentation(vlm: VisionLanguageModel, data: str | Path, info: ClassIn
     for img_path, ann_path in tqdm(_pairs(Path(data), split, max_images), desc="dense eval",
                                    disable=not progress):
         image = load_image(str(img_path))[None]
-        label = torch.from_numpy(np.asarray(Image.open(ann_path)).astype(np.int64))
+        label = torch.from_numpy(read_label(ann_path))
         pred = dense_predict(vlm, image, text_emb, tuple(label.shape)).argmax(1)[0].cpu()
         cm.update(pred, label)
     return summarize(cm.matrix, info)

@@ -86,30 +86,58 @@ class HFCLIP(VisionLanguageModel):
     @torch.no_grad()
     def dense_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B,3,H,W) in [0,1] -> (B, D, H//p, W//p) normalised (H, W cropped to p)."""
-        vision = self.model.vision_model
         p = self.patch_size
         h, w = images.shape[-2] // p, images.shape[-1] // p
         if h == 0 or w == 0:
             raise ValueError(f"image {tuple(images.shape[-2:])} smaller than one {p}px patch")
         x = self._normalize(images[..., : h * p, : w * p])
-        hidden = vision.embeddings(x, interpolate_pos_encoding=True)  # (B, 1+h*w, width)
-        hidden = vision.pre_layrnorm(hidden)
-        layers = vision.encoder.layers
-        for layer in layers[:-1]:
-            out = layer(hidden, None)
-            hidden = out[0] if isinstance(out, tuple) else out
-        last = layers[-1]
-        attn = last.self_attn
-        # Value path only: no query-key attention, every token attends to itself.
-        v = attn.out_proj(attn.v_proj(last.layer_norm1(hidden)))
-        if self.dense_residual:
-            v = v + hidden
-            v = v + last.mlp(last.layer_norm2(v))
-        v = vision.post_layernorm(v[:, 1:])  # drop CLS: (B, h*w, width)
-        feats = self.model.visual_projection(v)  # (B, h*w, D)
-        feats = F.normalize(feats.float(), dim=-1)
-        return feats.transpose(1, 2).reshape(feats.shape[0], -1, h, w)
+        _, dense = maskclip_pass(self.model.vision_model, self.model.visual_projection, x, p,
+                                 self.dense_residual)
+        return dense
 
+
+def maskclip_pass(vision: nn.Module, projection: nn.Module, x: torch.Tensor, patch_size: int,
+                  dense_residual: bool = True, keep: tuple[int, ...] = ()
+                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One pass of a CLIP vision tower giving MaskCLIP dense features and, from the same pass,
+    the hidden states after the encoder layers listed in ``keep``.
+
+    Args:
+        vision: a ``CLIPVisionTransformer`` (``CLIPModel.vision_model``).
+        projection: the visual projection (``CLIPModel.visual_projection``).
+        x: (B,3,H,W) CLIP-normalised, H and W multiples of ``patch_size``.
+        keep: layer counts in 0..L-1; 0 is the embeddings after ``pre_layrnorm``, L-1 the input
+            of the last block (the value path replaces that block, so L itself is not computed).
+
+    Returns:
+        ``([(B, 1+h*w, width) per entry of keep], dense (B, D, h, w) L2-normalised)``.
+    """
+    p = patch_size
+    h, w = x.shape[-2] // p, x.shape[-1] // p
+    hidden = vision.embeddings(x, interpolate_pos_encoding=True)  # (B, 1+h*w, width)
+    hidden = vision.pre_layrnorm(hidden)
+    layers = vision.encoder.layers
+    kept = {0: hidden} if 0 in keep else {}
+    for i, layer in enumerate(layers[:-1], start=1):
+        out = layer(hidden, None)
+        hidden = out[0] if isinstance(out, tuple) else out
+        if i in keep:
+            kept[i] = hidden
+    missing = sorted(set(keep) - set(kept))
+    if missing:
+        raise ValueError(f"hidden states {missing} not in 0..{len(layers) - 1}")
+    last = layers[-1]
+    attn = last.self_attn
+    # Value path only: no query-key attention, every token attends to itself.
+    v = attn.out_proj(attn.v_proj(last.layer_norm1(hidden)))
+    if dense_residual:
+        v = v + hidden
+        v = v + last.mlp(last.layer_norm2(v))
+    v = vision.post_layernorm(v[:, 1:])  # drop CLS: (B, h*w, width)
+    feats = projection(v)  # (B, h*w, D)
+    feats = F.normalize(feats.float(), dim=-1)
+    dense = feats.transpose(1, 2).reshape(feats.shape[0], -1, h, w)
+    return [kept[i] for i in keep], dense
 
 def _read_norm(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     cfg = folder / "preprocessor_config.json"

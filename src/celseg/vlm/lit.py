@@ -67,6 +67,10 @@ class LiTImageTower(nn.Module):
         return torch.einsum("bchw,dc->bdhw", feats, self.proj.weight) + self.proj.bias.view(
             1, -1, 1, 1)
 
+    def dense_from_res5(self, res5: torch.Tensor) -> torch.Tensor:
+        """Trunk output (B,320,h,w) -> (B,D,h,w) dense features, L2-normalised along D."""
+        return F.normalize(self.project_map(self.backbone.forward_head(res5)), dim=1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> (B,D) normalised: pool, then project (== project, then pool)."""
         pooled = self.head_features(images).mean(dim=(2, 3))
@@ -100,7 +104,8 @@ class LiTModel(VisionLanguageModel):
         if self.dense_scale != 1.0:
             x = F.interpolate(x, scale_factor=self.dense_scale, mode="bilinear",
                               align_corners=False)
-        return F.normalize(self.image.project_map(self.image.head_features(x)), dim=1)
+        res5 = self.image.backbone.forward_features((x - self.image.mean) / self.image.std)["res5"]
+        return self.image.dense_from_res5(res5)
 
 
 def build_lit(pretrained_backbone: bool = True, init_temperature: float = 0.07) -> LiTImageTower:
@@ -140,8 +145,9 @@ def load_lit(folder: str | Path, device: str = "cpu") -> LiTModel:
         state = load_file(str(weights))
     except Exception as exc:
         raise ModelLoadError(f"cannot read the model in {folder}: {exc}") from exc
-    if meta.get("type") != "lit":
-        raise ModelLoadError(f"{folder / CONFIG_FILE}: unknown model type {meta.get('type')!r}")
+    if not isinstance(meta, dict) or meta.get("type") != "lit":
+        got = meta.get("type") if isinstance(meta, dict) else meta
+        raise ModelLoadError(f"{folder / CONFIG_FILE}: unknown model type {got!r}")
     tower = build_lit(pretrained_backbone=False)
     own = tower.state_dict()
     for key in own:

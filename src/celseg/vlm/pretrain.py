@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from celseg.data.captions import read_lines
 from celseg.errors import DataError
+from celseg.io.images import open_rgb
 from celseg.vlm.config import VLMConfig
 from celseg.vlm.lit import LiTImageTower, build_lit, save_lit
 from celseg.vlm.minilm import MiniLMTextEncoder, load_minilm_encoder
@@ -35,13 +37,13 @@ def read_captions(data: str | Path, split: str = "train") -> list[dict]:
     if not path.is_file():
         raise DataError(f"no caption file {path} (expected the caption split of the dataset)")
     entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
             image, caption = entry["image"], entry["caption"]
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path}:{n}: bad caption entry ({exc})") from None
         if entry.get("split", "train") == split:
             entries.append({**entry, "image": str(path.parent / image), "caption": caption})
@@ -52,10 +54,7 @@ def read_captions(data: str | Path, split: str = "train") -> list[dict]:
 
 def load_image(path: str, size: int | None = None) -> torch.Tensor:
     """RGB file -> (3,H,W) float in [0,1], optionally resized to (size, size)."""
-    try:
-        img = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    img = open_rgb(path)
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255.0

@@ -122,26 +122,18 @@ def read_id_list(path: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- reading
 def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image; missing or corrupt files raise a DataError naming them."""
-    if not path.is_file():
-        raise DataError(f"missing file: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"corrupt or unreadable image {path}: {exc}") from exc
+    """Open and fully decode an image; missing, corrupt or oversized files raise a DataError
+    naming them (``celseg.io.images``)."""
+    from celseg.io.images import open_image as guarded_open
+
+    return guarded_open(path)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(W, H) from the file header only; DataError when missing or unreadable."""
-    if not path.is_file():
-        raise DataError(f"missing file: {path}")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"corrupt or unreadable image {path}: {exc}") from exc
+    """(W, H) from the file header only; DataError when missing, unreadable or oversized."""
+    from celseg.io.images import image_size as guarded_size
+
+    return guarded_size(path)
 
 
 def read_index_png(path: Path) -> np.ndarray:

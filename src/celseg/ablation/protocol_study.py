@@ -1,0 +1,139 @@
+"""Choose the ensemble's free settings on a held-out split, never on the validation split.
+
+    python -m celseg.ablation.protocol_study --ckpt RUN [RUN ...] --data DEV_ROOT \
+        [--out FILE.json]
+
+Evaluates each checkpoint under several inference settings (pooling, renormalisation, input
+scale of the VLM's dense map, pseudo-label class weights) from ONE segmenter forward pass per
+batch, the VLM's dense features computed once per input scale. The benchmark's dev split is a
+separately generated validation-like split (another generation seed) that no choice reads the
+validation split for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+SETTINGS: dict[str, dict] = {
+    "segmenter alone": {"ensemble": False},
+    "soft, renorm, x1": {"pooling": "soft", "ensemble_renorm": True, "dense_input_scale": 1.0},
+    "binary, renorm, x1": {"pooling": "binary", "ensemble_renorm": True,
+                           "dense_input_scale": 1.0},
+    "soft, no renorm, x1": {"pooling": "soft", "ensemble_renorm": False,
+                            "dense_input_scale": 1.0},
+    "binary, no renorm, x1": {"pooling": "binary", "ensemble_renorm": False,
+                              "dense_input_scale": 1.0},
+    "soft, renorm, x2": {"pooling": "soft", "ensemble_renorm": True, "dense_input_scale": 2.0},
+    "binary, renorm, x2": {"pooling": "binary", "ensemble_renorm": True,
+                           "dense_input_scale": 2.0},
+    "pseudo classes as alpha": {"ensemble_pseudo": "alpha"},
+}
+
+
+class MemoDense:
+    """Wraps a VLM so that ``dense_features`` of the same batch is computed once."""
+
+    def __init__(self, vlm: object) -> None:
+        self.vlm = vlm
+        self.key: tuple | None = None
+        self.value: torch.Tensor | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.vlm, name)
+
+    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
+        # the same batch arrives as new tensors (resized per path): key on its content
+        key = (tuple(images.shape), float(images.sum()), float(images.flatten()[::997].sum()))
+        if key != self.key:
+            self.key, self.value = key, self.vlm.dense_features(images)
+        return self.value
+
+
+@torch.no_grad()
+def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
+          settings: dict[str, dict] | None = None, device: str = "cpu",
+          progress: bool = True) -> dict[str, dict]:
+    """{setting: summary} for one checkpoint on ``data_root``'s ``split``."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from celseg.data.classes import load_classes
+    from celseg.data.dataset import SegmentationDataset, collate
+    from celseg.data.transforms import build_eval_transform, denormalize
+    from celseg.engine.checkpoint import label_names, load_segmenter
+    from celseg.engine.evaluator import pad_batch
+    from celseg.engine.protocol import build_inference
+    from celseg.evaluation.metrics import ConfusionMatrix, summarize
+    from celseg.vlm.loading import class_text_embeddings, load_vlm_cached
+
+    settings = settings or SETTINGS
+    model, cfg = load_segmenter(ckpt, device)
+    info = load_classes(data_root)
+    names = list(info.names)
+    labelled, pseudo = label_names(ckpt, cfg)
+    emb = class_text_embeddings(cfg.model.vlm, names, device)
+    seen = [i for i, n in enumerate(names) if n in set(labelled)]
+    scales = {s.get("dense_input_scale", cfg.eval.dense_input_scale) for s in settings.values()}
+    vlms = {scale: MemoDense(load_vlm_cached(cfg.model.vlm)) for scale in scales}
+    paths = {}
+    for title, overrides in settings.items():
+        eval_cfg = dataclasses.replace(cfg.eval, seen_calibration=0.0, two_stage=False,
+                                       **overrides)
+        vlm = vlms[eval_cfg.dense_input_scale]
+        paths[title] = build_inference(model, eval_cfg, names, labelled, pseudo, vlm, device,
+                                       seen_positions=seen)
+    dataset = SegmentationDataset(data_root, split, transform=build_eval_transform(cfg.data),
+                                  view="full", class_info=info)
+    cms = {t: ConfusionMatrix(info.num_classes, info.ignore_index) for t in settings}
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, collate_fn=collate)
+    for images, labels, _ in tqdm(loader, desc=f"study {Path(ckpt).name}", disable=not progress,
+                                  leave=False):
+        images, labels = pad_batch(images, labels)
+        images = images.to(device)
+        outputs = model(images, emb)
+        images01 = denormalize(images.float()).clamp(0, 1)
+        for title, path in paths.items():
+            pred = path.labels(outputs, images01, tuple(labels.shape[-2:]))[path.protocol]
+            cms[title].update(pred.cpu(), labels)
+    return {t: {**summarize(cm.matrix, info), "protocol": paths[t].protocol}
+            for t, cm in cms.items()}
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """Mean over checkpoints of seen / unseen / hIoU per setting."""
+    titles = list(next(iter(results.values())))
+    lines = ["| setting | seen mIoU | unseen mIoU | hIoU | checkpoints |",
+             "|---|---:|---:|---:|---:|"]
+    for title in titles:
+        rows = [r[title] for r in results.values()]
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("miou_seen", "miou_unseen",
+                                                                  "hiou")}
+        lines.append(f"| {title} | {mean['miou_seen']:.1f} | {mean['miou_unseen']:.1f} | "
+                     f"{mean['hiou']:.1f} | {len(rows)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", nargs="+", required=True, help="run folders or checkpoints")
+    parser.add_argument("--data", required=True, help="held-out dataset root (the dev split)")
+    parser.add_argument("--split", default="val", help="split of --data to evaluate")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", default=None, help="write every summary as JSON here")
+    args = parser.parse_args(argv)
+    results = {str(c): study(c, args.data, args.split, device=args.device) for c in args.ckpt}
+    print(table(results))
+    if args.out:
+        slim = {c: {t: {k: v for k, v in s.items() if k != "per_class"} for t, s in r.items()}
+                for c, r in results.items()}
+        Path(args.out).write_text(json.dumps(slim, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""``celseg serve --ckpt RUN [--port 7860]``: a local web page that segments an uploaded image with
+the class names typed into it (Gradio, from the ``demo`` extra: ``pip install -e ".[demo]"``).
+
+Inference is :class:`celseg.engine.predictor.Predictor`, as in ``celseg predict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from celseg.serve.handler import Limits
+
+DEFAULTS = Limits()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True,
+                        help="checkpoint: a run folder, its checkpoints/ folder or a "
+                             ".safetensors file")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument("--vlm", default=None,
+                        help="vision-language model for the text embeddings and the ensemble's "
+                             "image path (default: the run's model.vlm)")
+    parser.add_argument("--no-ensemble", action="store_true",
+                        help="the segmenter alone: skip the out-of-vocabulary ensemble with the "
+                             "VLM's mask-pooled image features")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--max-bytes", type=int, default=DEFAULTS.max_bytes,
+                        help=f"largest upload in bytes (default {DEFAULTS.max_bytes:,})")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULTS.max_pixels,
+                        help=f"largest image in pixels, width x height (default "
+                             f"{DEFAULTS.max_pixels:,})")
+    parser.add_argument("--max-classes", type=int, default=DEFAULTS.max_classes,
+                        help=f"most class names a request may give (default "
+                             f"{DEFAULTS.max_classes}, at most 255)")
+    parser.add_argument("--max-text", type=int, default=DEFAULTS.max_text,
+                        help=f"longest class-name text in characters (default "
+                             f"{DEFAULTS.max_text:,})")
+    parser.add_argument("--examples", type=int, default=6,
+                        help="validation images of the run's data.root offered as examples, "
+                             "when that folder exists (default 6; 0: none)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from celseg.engine.distributed import resolve_device
+    from celseg.engine.predictor import Predictor
+    from celseg.errors import CelsegError
+
+    if not 0 < args.port < 65536:
+        raise CelsegError(f"--port {args.port} is not a port number (1-65535)")
+    limits = Limits(args.max_bytes, args.max_pixels, args.max_classes, args.max_text)
+    from celseg.serve.app import no_telemetry
+
+    no_telemetry()  # before Gradio is imported
+    try:
+        import gradio  # noqa: F401
+    except ImportError as exc:
+        raise CelsegError("celseg serve needs Gradio: pip install -e \".[demo]\" (or make serve)"
+                          ) from exc
+    from celseg.serve.app import is_loopback, run_examples, serve
+
+    predictor = Predictor.from_checkpoint(args.ckpt, resolve_device(args.device), vlm=args.vlm,
+                                          ensemble=not args.no_ensemble)
+    if not is_loopback(args.host):
+        print(f"warning: --host {args.host} makes the page reachable from other machines")
+    serve(predictor, limits, run_examples(args.ckpt, args.examples), args.host, args.port,
+          title=f"checkpoint {args.ckpt}")
+    return 0

@@ -1,0 +1,1 @@
+"""Guarded file I/O: image reading with a size limit, atomic writes, output-path checks."""
