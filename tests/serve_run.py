@@ -24,14 +24,24 @@ def free_port() -> int:
 
 
 def train_tiny_run(root: Path, out: Path, iterations: int | None = None) -> Path:
-    """A run folder with a checkpoint trained on the generated benchmark at ``root``."""
+    """A run folder with a checkpoint trained on the generated benchmark at ``root``.
+
+    One torch thread: on a machine whose cores are busy with other jobs, two threads spin
+    against each other and the same steps take ten times as long."""
+    import torch
+
     from celseg.config import load_config
     from celseg.engine.trainer import train
 
     extra = [f"train.iterations={iterations}"] if iterations else []
     cfg = load_config(None, [*TINY, *LEARNED, *extra, f"data.root={root}",
                              f"train.out_dir={out}"])
-    train(cfg, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

@@ -87,3 +87,27 @@ def test_ablate_missing_dataset_is_named(tmp_path, capsys):
                  "--set", f"data.root={tmp_path / 'nowhere'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_report_only_collects_finished_runs_per_protocol(tmp_path):
+    import json
+
+    from celseg.ablation.runner import run_ablation
+    from celseg.config import Config
+
+    ranking = next(v for v in VARIANTS if v.key == "ranking")
+    for seed, (seg, ens) in enumerate([(1.0, 50.0), (3.0, 54.0)]):  # seed 2 never finished
+        run = tmp_path / "ranking" / f"seed{seed}"
+        run.mkdir(parents=True)
+        protocols = {"segmenter": {"miou_seen": 40.0, "miou_unseen": seg, "hiou": 2 * seg},
+                     "ensemble": {"miou_seen": 60.0, "miou_unseen": ens, "hiou": ens}}
+        (run / "metrics.json").write_text(json.dumps(
+            {"protocol": "ensemble", **protocols["ensemble"], "protocols": protocols}))
+    records, _ = run_ablation(Config(), (ranking,), [0, 1, 2], tmp_path, "", 0.5, 0.7,
+                              progress=False, report_only=True)
+    assert [r.seed for r in records] == [0, 1]
+    row = aggregate(records)["ranking"]
+    assert row["protocols"]["segmenter"]["miou_unseen"]["mean"] == pytest.approx(2.0)
+    assert row["protocols"]["ensemble"]["miou_unseen"]["mean"] == pytest.approx(52.0)
+    assert row["protocols"]["ensemble"]["miou_unseen"]["n"] == 2
+    assert row["miou_unseen"]["mean"] == pytest.approx(52.0)  # the runs' own protocol

@@ -28,10 +28,17 @@ SETTINGS: dict[str, dict] = {
                             "dense_input_scale": 1.0},
     "binary, no renorm, x1": {"pooling": "binary", "ensemble_renorm": False,
                               "dense_input_scale": 1.0},
+    "soft, renorm, x0.5": {"pooling": "soft", "ensemble_renorm": True,
+                           "dense_input_scale": 0.5},
+    "soft, renorm, x1.5": {"pooling": "soft", "ensemble_renorm": True,
+                           "dense_input_scale": 1.5},
     "soft, renorm, x2": {"pooling": "soft", "ensemble_renorm": True, "dense_input_scale": 2.0},
-    "binary, renorm, x2": {"pooling": "binary", "ensemble_renorm": True,
-                           "dense_input_scale": 2.0},
     "pseudo classes as alpha": {"ensemble_pseudo": "alpha"},
+}
+PRESETS = {
+    "all": tuple(SETTINGS),
+    "cheap": ("segmenter alone", "soft, renorm, x1", "binary, renorm, x1", "soft, renorm, x0.5",
+              "soft, renorm, x1.5", "pseudo classes as alpha"),
 }
 
 
@@ -57,7 +64,7 @@ class MemoDense:
 @torch.no_grad()
 def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
           settings: dict[str, dict] | None = None, device: str = "cpu",
-          progress: bool = True) -> dict[str, dict]:
+          progress: bool = True, max_images: int = 0) -> dict[str, dict]:
     """{setting: summary} for one checkpoint on ``data_root``'s ``split``."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -88,7 +95,7 @@ def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
         paths[title] = build_inference(model, eval_cfg, names, labelled, pseudo, vlm, device,
                                        seen_positions=seen)
     dataset = SegmentationDataset(data_root, split, transform=build_eval_transform(cfg.data),
-                                  view="full", class_info=info)
+                                  view="full", class_info=info, max_items=max_images)
     cms = {t: ConfusionMatrix(info.num_classes, info.ignore_index) for t in settings}
     loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, collate_fn=collate)
     for images, labels, _ in tqdm(loader, desc=f"study {Path(ckpt).name}", disable=not progress,
@@ -124,9 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="held-out dataset root (the dev split)")
     parser.add_argument("--split", default="val", help="split of --data to evaluate")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--settings", default="all", choices=sorted(PRESETS),
+                        help="which settings to compare (cheap: no 2x input)")
+    parser.add_argument("--max-images", type=int, default=0,
+                        help="use only the first N images of the split (0: all)")
     parser.add_argument("--out", default=None, help="write every summary as JSON here")
     args = parser.parse_args(argv)
-    results = {str(c): study(c, args.data, args.split, device=args.device) for c in args.ckpt}
+    chosen = {t: SETTINGS[t] for t in PRESETS[args.settings]}
+    results = {str(c): study(c, args.data, args.split, chosen, device=args.device,
+                             max_images=args.max_images) for c in args.ckpt}
     print(table(results))
     if args.out:
         slim = {c: {t: {k: v for k, v in s.items() if k != "per_class"} for t, s in r.items()}

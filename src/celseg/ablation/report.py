@@ -162,9 +162,22 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
     return save_image(Image.fromarray(canvas), out_png)
 
 
+def _rel(path: Path, target: Path) -> Path:
+    target = Path(target)
+    return target.relative_to(path.parent) if target.is_relative_to(path.parent) else target
+
+
+def _chart_lines(path: Path, charts: list[Path]) -> list[str]:
+    lines = []
+    for chart in charts:
+        protocol = Path(chart).stem.removeprefix("ablation_chart_")
+        lines += [f"![{protocol}: seen / unseen / hIoU per variant]({_rel(path, chart)})", ""]
+    return lines
+
+
 def write_results(path: Path, table: dict, records: list[RunRecord], command: str,
                   pseudo_report: dict, figure_path: Path | None, notes: str = "",
-                  diagnosis: str = "") -> None:
+                  diagnosis: str = "", charts: list[Path] | None = None) -> None:
     parts = [
         "# Ablation on the embedded zero-shot benchmark",
         "",
@@ -194,6 +207,7 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
         "",
         results_table(table, "ensemble"),
         "",
+        *_chart_lines(path, charts or []),
         "## Do the paper's claims hold here?",
         "",
         claims(table),

@@ -66,13 +66,19 @@ def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
 
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo_vlm: str, pseudo_threshold: float, self_train_threshold: float,
-                 progress: bool = True, self_train_share: float = 0.5
-                 ) -> tuple[list[RunRecord], dict]:
-    """Train and evaluate every (variant, seed); returns the records and the pseudo-label report."""
+                 progress: bool = True, self_train_share: float = 0.5,
+                 report_only: bool = False) -> tuple[list[RunRecord], dict]:
+    """Train and evaluate every (variant, seed); returns the records and the pseudo-label report.
+
+    ``report_only``: train nothing; collect the (variant, seed) runs that have finished (their
+    metrics.json), so a report can cover variants run with different numbers of seeds.
+    """
     out_root.mkdir(parents=True, exist_ok=True)
     pseudo_report: dict = {}
     pseudo_dir = out_root / "pseudo_labels"
-    if any(v.pseudo for v in variants):
+    if report_only:
+        pseudo_report = _read_json(pseudo_dir / "report.json") or {}
+    elif any(v.pseudo for v in variants):
         print(f"[ablation] pseudo labels from {pseudo_vlm} -> {pseudo_dir}")
         pseudo_report = ensure_pseudo_labels(pseudo_vlm, base.data.root, pseudo_dir,
                                              pseudo_threshold, progress)
@@ -80,6 +86,11 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
     for seed in seeds:
         for variant in variants:
             run_dir = out_root / variant.key / f"seed{seed}"
+            if report_only:
+                summary = _read_json(run_dir / "metrics.json")
+                if summary is not None:
+                    records.append(RunRecord(variant, seed, run_dir, summary))
+                continue
             label_dir = ""
             if variant.pseudo:
                 label_dir = str(pseudo_dir)

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-train-share", type=float, default=0.5,
                         help="class-balanced self-training: each unseen class also keeps the "
                              "most confident share of its own predicted pixels (0: off)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the report from the runs that have finished "
+                             "(variants may then have different numbers of seeds)")
     parser.add_argument("--results", default="docs/RESULTS.md",
                         help="markdown report to write")
     parser.add_argument("--no-figure", action="store_true",
@@ -60,6 +63,26 @@ def claim_outputs(args: argparse.Namespace, data_root: str) -> tuple[str, Any]:
     return notes, guard
 
 
+PROTOCOL_TITLES = {"segmenter": "segmenter alone", "ensemble": "ensemble with the VLM"}
+
+
+def protocol_charts(table: dict, folder: Path) -> list[Path]:
+    """One bar chart per protocol (seen / unseen / hIoU of every variant, seed std as error
+    bars): ``ablation_chart_PROTOCOL.png`` in ``folder``."""
+    from celseg.viz.charts import ablation_chart, try_chart
+
+    charts = []
+    for protocol in ("segmenter", "ensemble"):
+        view = {k: {**row, **row["protocols"][protocol]} for k, row in table.items()
+                if protocol in row.get("protocols", {})}
+        if view:
+            chart = try_chart(ablation_chart, view, folder / f"ablation_chart_{protocol}.png",
+                              f"ablation, {PROTOCOL_TITLES[protocol]}: seen / unseen / hIoU")
+            if chart is not None:
+                charts.append(chart)
+    return charts
+
+
 def run(args: argparse.Namespace) -> int:
     from celseg.ablation.report import figure, write_results
     from celseg.ablation.runner import aggregate, run_ablation
@@ -84,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
     records, pseudo_report = run_ablation(
         base, variants, list(range(args.seeds)), out_root, args.vlm, args.pseudo_threshold,
         args.self_train_threshold, progress=not args.quiet,
-        self_train_share=args.self_train_share)
+        self_train_share=args.self_train_share, report_only=args.report_only)
     table = aggregate(records)
     write_json(out_root / "ablation.json", table)
     fig = None
     results = Path(args.results)
+    charts = protocol_charts(table, results.parent)
     if not args.no_figure:
         fig = figure(records, base.data.root, results.parent / FIGURE)
     command = "celseg " + " ".join(shlex.quote(a) for a in ["ablate", *sys.argv[2:]]) \
@@ -101,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         write_json(out_root / "diagnosis.json", diag)
         diagnosis = diagnosis_table(diag)
         print(diagnosis)
-    write_results(results, table, records, command, pseudo_report, fig, notes, diagnosis)
-    guard.record(results, *([fig] if fig else []))
+    write_results(results, table, records, command, pseudo_report, fig, notes, diagnosis,
+                  charts)
+    guard.record(results, *([fig] if fig else []), *charts)
     from celseg.ablation.report import results_table
 
     print(results_table(table))

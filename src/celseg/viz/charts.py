@@ -174,7 +174,8 @@ def ablation_bars(table: dict[str, dict]) -> list[tuple[str, dict[str, tuple[flo
     return rows
 
 
-def ablation_chart(table: dict[str, dict], out_png: str | Path) -> Path:
+def ablation_chart(table: dict[str, dict], out_png: str | Path,
+                   title: str = "ablation: seen / unseen / hIoU per variant") -> Path:
     """Grouped bars of every variant's seen mIoU, unseen mIoU and hIoU (mean over seeds) with
     the seed standard deviation as error bars."""
     rows = ablation_bars(table)
@@ -193,7 +194,7 @@ def ablation_chart(table: dict[str, dict], out_png: str | Path) -> Path:
     ax.set_ylim(0, 112)
     ax.set_yticks(range(0, 101, 20))
     ax.legend(fontsize=8, loc="upper left", ncols=3)
-    ax.set_title("ablation: seen / unseen / hIoU per variant")
+    ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_png)
 
