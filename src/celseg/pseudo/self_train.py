@@ -5,13 +5,10 @@ the true training labels, write the segmenter's argmax when it is an unseen clas
 >= threshold; seen labels are kept; the rest stays 255. The base is always the original
 annotations, never a previous round's pseudo labels.
 
-Confidence is the segmenter's semantic map normalised over classes::
-
-    S(c, x) = sum_q softmax_c(z_q)[c] * sigmoid(M_q(x))      (celseg.models.inference)
-    p(c, x) = S(c, x) / sum_k S(k, x)
-
-computed over ALL class names of the dataset, at the mask resolution (H/4) and upsampled
-bilinearly to the image size.
+Confidence is the class probability of the run's inference path (``Predictor.probs_batch``:
+the ensemble with the VLM's mask-pooled image features when the VLM sees, else the segmenter
+alone), over ALL class names of the dataset, at the image size; ``class_share`` adds
+class-balanced thresholds (``celseg.pseudo.generate.class_balanced_thresholds``).
 """
 
 from __future__ import annotations
