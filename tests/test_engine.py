@@ -100,10 +100,11 @@ def test_resume_gives_same_next_step_loss(full_run, tiny_root, tmp_path) -> None
 
 
 def test_evaluate_cli_matches_naive_per_image_reference(full_run, tiny_root, tmp_path) -> None:
+    from celseg.config import EvalConfig
     from celseg.data.classes import load_classes
     from celseg.engine.checkpoint import load_segmenter
-    from celseg.engine.predictor import segment
-    from celseg.vlm.loading import class_text_embeddings
+    from celseg.engine.predictor import Predictor
+    from celseg.vlm.loading import load_vlm_cached
 
     out, _ = full_run
     report = tmp_path / "eval.json"
@@ -114,12 +115,13 @@ def test_evaluate_cli_matches_naive_per_image_reference(full_run, tiny_root, tmp
     # reference: one image at a time through the predictor, accuracy counted with numpy
     model, _ = load_segmenter(out)
     info = load_classes(tiny_root)
-    emb = class_text_embeddings("minilm", list(info.names))
+    predictor = Predictor(model, load_vlm_cached("minilm"), EvalConfig(ensemble=False))
+    assert predictor.protocol == "segmenter"  # minilm has no image tower, as in the run
     correct = total = 0
     for path in sorted((tiny_root / "images" / "val").iterdir()):
         image = np.asarray(Image.open(path).convert("RGB"))
         gt = np.asarray(Image.open(tiny_root / "annotations" / "val" / f"{path.stem}.png"))
-        pred = segment(model, image, emb)
+        pred = predictor.segment(image, list(info.names))
         valid = gt != 255
         correct += int((pred[valid] == gt[valid]).sum())
         total += int(valid.sum())

@@ -71,7 +71,7 @@ def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
 
     from celseg.data.classes import load_classes
     from celseg.data.dataset import SegmentationDataset, collate
-    from celseg.data.transforms import build_eval_transform, denormalize
+    from celseg.data.transforms import build_eval_transform, to_unit_rgb
     from celseg.engine.checkpoint import label_names, load_segmenter
     from celseg.engine.evaluator import pad_batch
     from celseg.engine.protocol import build_inference
@@ -103,7 +103,7 @@ def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
         images, labels = pad_batch(images, labels)
         images = images.to(device)
         outputs = model(images, emb)
-        images01 = denormalize(images.float()).clamp(0, 1)
+        images01 = to_unit_rgb(images)
         for title, path in paths.items():
             pred = path.labels(outputs, images01, tuple(labels.shape[-2:]))[path.protocol]
             cms[title].update(pred.cpu(), labels)

@@ -42,6 +42,11 @@ def denormalize(img: torch.Tensor) -> torch.Tensor:
     return img * std + mean
 
 
+def to_unit_rgb(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised images -> float RGB clamped to [0, 1] (what a VLM takes)."""
+    return denormalize(images.float()).clamp(0, 1)
+
+
 def resize_pair(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int, int]) -> Pair:
     """Resize image (3, H, W) bilinearly and label (H, W) by nearest pixel centre to ``size``."""
     if tuple(image.shape[-2:]) == tuple(size):

@@ -97,8 +97,7 @@ def extra_protocols(protocol: str, path: Any) -> tuple[str, ...]:
 def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_info: ClassInfo,
              eval_cfg: EvalConfig, device: torch.device | str, progress: bool = False,
              vlm: Any = None, labelled_ids: tuple[int, ...] | None = None,
-             pseudo_ids: tuple[int, ...] = (), return_matrices: bool = False,
-             two_stage_vlm: Any = None) -> dict:
+             pseudo_ids: tuple[int, ...] = ()) -> dict:
     """Summary dict of :func:`celseg.evaluation.metrics.summarize` for the run's protocol, plus
     ``protocol`` and ``protocols`` (every protocol computed from the same forward passes).
 
@@ -109,10 +108,10 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
     only pseudo labels in training (default: the seen classes), which set the ensemble weights.
     For models with a background column the summary has ``unseen_as_background`` /
     ``seen_as_background``: % of unseen / seen GT pixels whose C+1 argmax is no-object (not
-    computed with ``eval.sliding_window``). ``return_matrices`` adds ``matrices``
-    {protocol: (C,C) confusion matrix}.
+    computed with ``eval.sliding_window``).
     """
     from celseg.data.dataset import collate
+    from celseg.data.transforms import to_unit_rgb
     from celseg.engine.protocol import build_inference
 
     device = torch.device(device)
@@ -125,7 +124,7 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
     names = [class_info.names[c] for c in vocab_list]
     path = build_inference(
         model, eval_cfg, names, [class_info.names[c] for c in labelled],
-        [class_info.names[c] for c in pseudo_ids], image_vlm(eval_cfg, two_stage_vlm or vlm),
+        [class_info.names[c] for c in pseudo_ids], image_vlm(eval_cfg, vlm),
         device, seen_positions=seen_positions,
         unseen_positions=[i for i, c in enumerate(vocab_list) if class_info.splits[c] == "unseen"])
     protocols = (path.protocol, *extra_protocols(path.protocol, path))
@@ -149,7 +148,7 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
                 preds = _sliding_labels(model, images, emb, path, protocols, eval_cfg)
             else:
                 outputs = model(images, emb)
-                preds = path.labels(outputs, _images01(images), size, protocols)
+                preds = path.labels(outputs, to_unit_rgb(images), size, protocols)
             for name, pred in preds.items():
                 cms[name].update(vocab_ids[pred.cpu()], labels)
             if has_bg and not eval_cfg.sliding_window:
@@ -189,16 +188,7 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
                                 "clip_weight_seen": eval_cfg.clip_weight_seen,
                                 "clip_weight_unseen": eval_cfg.clip_weight_unseen,
                                 "crop_size": eval_cfg.two_stage_crop_size}
-    if return_matrices:
-        summary["matrices"] = {p: cm.matrix for p, cm in cms.items()}
     return summary
-
-
-def _images01(images: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised (B,3,H,W) -> RGB in [0, 1] for the VLM."""
-    from celseg.data.transforms import denormalize
-
-    return denormalize(images.float()).clamp(0, 1)
 
 
 def _background_counts(outputs: dict, labels: torch.Tensor, id_is_seen: torch.Tensor,

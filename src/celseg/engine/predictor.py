@@ -98,14 +98,14 @@ class Predictor:
 
         key = tuple(class_names)
         if key not in self._paths:
+            labelled = set(self.labelled_names)
             if len(self._paths) > 8:
                 self._paths.clear()
             self._paths[key] = build_inference(
                 self.model, self.eval_cfg, list(class_names), self.labelled_names,
                 self.pseudo_names, self.image_vlm if self.protocol != "segmenter" else None,
                 self.device,
-                seen_positions=[i for i, n in enumerate(class_names) if n in
-                                set(self.labelled_names)])
+                seen_positions=[i for i, n in enumerate(class_names) if n in labelled])
         return self._paths[key]
 
     def text_embeddings(self, class_names: list[str]) -> torch.Tensor:
@@ -122,16 +122,13 @@ class Predictor:
     @torch.no_grad()
     def probs_batch(self, images01: torch.Tensor, class_names: list[str]) -> torch.Tensor:
         """(B,V,H,W) class probabilities for (B,3,H,W) RGB images in [0, 1]."""
-        from celseg.data.transforms import normalize
+        from celseg.data.transforms import normalize, to_unit_rgb
 
         h, w = images01.shape[-2:]
-        x, _ = pad_batch(normalize(images01))
+        x, _ = pad_batch(normalize(images01))  # padded as in evaluation, the VLM sees the same
         x = x.to(self.device)
         outputs = self.model(x, self.text_embeddings(class_names).to(self.device))
-        path = self.path(class_names)
-        padded01 = torch.zeros_like(x)
-        padded01[..., :h, :w] = images01.to(x.device)
-        probs = path.probs(outputs, padded01, tuple(x.shape[-2:]))
+        probs = self.path(class_names).probs(outputs, to_unit_rgb(x), tuple(x.shape[-2:]))
         return probs[..., :h, :w]
 
     @torch.no_grad()
@@ -143,25 +140,6 @@ class Predictor:
         probs = self.probs(image, class_names)[None]
         pred = calibrate(probs, path.seen_positions, path.calibration).argmax(1)[0]
         return pred.to(torch.uint8).cpu().numpy()
-
-
-@torch.no_grad()
-def segment(model: nn.Module, image: np.ndarray, text_emb: torch.Tensor,
-            calibration: float = 0.0, seen_ids: list[int] | None = None) -> np.ndarray:
-    """The segmenter alone: (H,W) uint8 vocabulary indices for an (H,W,3) uint8 image and
-    (C,D) text embeddings (used where no VLM image path is wanted)."""
-    from celseg.data.transforms import normalize
-    from celseg.models.inference import semantic_map
-
-    device = next(model.parameters()).device
-    x = torch.tensor(image).permute(2, 0, 1).float().div(255.0)  # copy: arrays may be read-only
-    x = normalize(x).unsqueeze(0)
-    h, w = x.shape[-2:]
-    x, _ = pad_batch(x)
-    outputs = model(x.to(device), text_emb.to(device))
-    pred = semantic_map(outputs, tuple(x.shape[-2:]), seen_ids=seen_ids, calibration=calibration,
-                        has_background=bool(model.has_background))
-    return pred[0, :h, :w].to(torch.uint8).cpu().numpy()
 
 
 def output_paths(out_dir: str | Path, image_path: str | Path) -> tuple[Path, Path]:

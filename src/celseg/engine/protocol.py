@@ -70,8 +70,9 @@ def build_inference(model: nn.Module, eval_cfg: EvalConfig, vocab_names: list[st
     if protocol in ("ensemble", "vlm", "two_stage") and not sees:
         raise CelsegError(f"protocol {protocol!r} needs a VLM with an image tower; "
                           f"{getattr(vlm, 'name', vlm)!r} has none")
-    if sees and vlm is None:
-        vlm = getattr(model, "vlm", None)  # shared backbone: the segmenter holds the VLM
+    if protocol != "segmenter" and vlm is None:
+        raise CelsegError(f"protocol {protocol!r} needs the VLM for its text embeddings "
+                          "(pass the run's model.vlm)")
     text_emb = None
     if vlm is not None and sees:
         with torch.no_grad():

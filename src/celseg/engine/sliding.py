@@ -64,14 +64,13 @@ def path_predictor(model: torch.nn.Module, text_emb: torch.Tensor, path: object,
     (``celseg.models.inference.SemanticInference``): (B,3,w,w) normalised -> (B,P*V,w,w), the
     class probabilities of each of the P ``protocols`` resized to the window, normalised over
     classes and concatenated in order."""
-    from celseg.data.transforms import denormalize
+    from celseg.data.transforms import to_unit_rgb
     from celseg.models.inference import class_probs
 
     @torch.no_grad()
     def predict(crop: torch.Tensor) -> torch.Tensor:
         outputs = model(crop, text_emb)
-        images01 = denormalize(crop.float()).clamp(0, 1)
-        scores = path.scores(outputs, images01, protocols)
+        scores = path.scores(outputs, to_unit_rgb(crop), protocols)
         size = tuple(crop.shape[-2:])
         return torch.cat([class_probs(scores[p], size) for p in protocols], dim=1)
 
