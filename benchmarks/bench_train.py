@@ -19,7 +19,7 @@ from celseg.config import load_config
 from celseg.data.synthetic import class_info, render_segmentation
 from celseg.data.transforms import normalize
 from celseg.engine.schedule import build_optimizer
-from celseg.engine.trainer import _build_criterion
+from celseg.losses.criterion import build_criterion
 from celseg.engine.vocab import training_vocabulary
 from celseg.losses.targets import labels_to_targets, labels_to_vocab
 from celseg.models.build import build_segmenter
@@ -46,7 +46,7 @@ def run(device: str = "cpu", mode: str = "ce", steps: int = 10, batch: int = 8,
     lut = vocab.lut()
     torch.manual_seed(0)
     model = build_segmenter(cfg.model, 384).to(dev).train()
-    criterion = _build_criterion(cfg.loss, model.has_background).to(dev)
+    criterion = build_criterion(cfg.loss, model.has_background).to(dev)
     optimizer = build_optimizer(model, cfg.train)
     emb = torch.nn.functional.normalize(torch.randn(len(vocab.class_ids), 384, device=dev), dim=-1)
     batches = [_batch(i * batch, batch, size) for i in range(steps + 2)]

@@ -154,7 +154,7 @@ def test_ignore_pixels_change_nothing(has_background):
     labels = torch.randint(0, c_n, (b, size, size), generator=g)
     labels[:, 1:3, 2:5] = 255
     lut = build_vocab_lut(list(range(c_n)))
-    cfg = LossConfig(pixel_weight=1.0, ranking_weight=1.0)
+    cfg = LossConfig(pixel_weight=1.0, ranking_weight=1.0, num_points=0)  # every pixel
     crit = build_criterion(cfg, has_background)
     text = torch.nn.functional.normalize(torch.randn(c_n, 4, generator=g), dim=-1)
     out = _outputs(logits, masks, text)

@@ -90,6 +90,9 @@ class ModelConfig:
     nheads: int = spec(4, at_least(1))
     dim_feedforward: int = spec(512, at_least(1))
     masked_attention: bool = True
+    # the pixel decoder's 3 x 3 output convolutions: "separable" (depthwise + pointwise) or
+    # "full"; checkpoints whose config predates the key were "full"
+    pixel_decoder_conv: str = spec("separable", one_of("separable", "full"))
     logit_scale_init: float = spec(100.0, above(0))
     learn_logit_scale: bool = True
 
@@ -103,7 +106,11 @@ class LossConfig:
     cost_class: float = spec(2.0, at_least(0))
     cost_mask: float = spec(5.0, at_least(0))
     cost_dice: float = spec(5.0, at_least(0))
-    num_points: int = spec(0, at_least(0))  # 0: full-resolution mask terms; >0: point sampling
+    # points per mask (Mask2Former's 112 x 112), capped at the predicted mask's pixels; 0: every
+    # pixel of the target
+    num_points: int = spec(12544, at_least(0))
+    oversample_ratio: float = spec(3.0, at_least(1))  # importance sampling of the loss's points
+    importance_sample_ratio: float = spec(0.75, between(0, 1))
     aux_loss: bool = True
     # background-free pixel-level focal term on the aggregated map
     pixel_weight: float = spec(0.0, at_least(0))

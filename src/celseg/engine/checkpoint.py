@@ -162,6 +162,22 @@ def resolve_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
     raise ModelLoadError(f"no config.yaml beside {ckpt} (looked in {ckpt.parent} and its parent)")
 
 
+# model keys added after checkpoints were written, with the value those checkpoints were built with
+LEGACY_MODEL_DEFAULTS = {"pixel_decoder_conv": "full"}
+
+
+def _with_legacy_defaults(cfg: Config, config_path: Path) -> Config:
+    """A run's config with the pre-key architecture for model keys its config.yaml lacks."""
+    import yaml
+
+    with open(config_path, encoding="utf-8") as f:
+        stored = (yaml.safe_load(f) or {}).get("model") or {}
+    missing = {k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k not in stored}
+    if not missing:
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **missing))
+
+
 def load_segmenter(ckpt_path: str | Path, device: str | torch.device = "cpu"
                    ) -> tuple[nn.Module, Config]:
     """Rebuild a trained segmenter from its checkpoint and the ``config.yaml`` of its run.
@@ -175,7 +191,7 @@ def load_segmenter(ckpt_path: str | Path, device: str | torch.device = "cpu"
     from celseg.models.build import build_segmenter
 
     weights, config_path = resolve_checkpoint(ckpt_path)
-    cfg = load_config(config_path)
+    cfg = _with_legacy_defaults(load_config(config_path), config_path)
     meta = read_metadata(weights)
     if "embed_dim" not in meta:
         raise ModelLoadError(f"{weights} has no 'embed_dim' metadata; not a celseg checkpoint?")

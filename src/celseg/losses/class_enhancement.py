@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from celseg.losses.mask_terms import points_for, read_bilinear, read_nearest, uniform_coords
 from celseg.models.inference import semantic_probs
 
 
@@ -30,14 +31,25 @@ def pixel_focal_loss(
     gamma: float = 2.0,
     ignore_index: int = 255,
     eps: float = 1e-6,
+    num_points: int = 0,
 ) -> torch.Tensor:
-    """pred_logits (B,Q,C[+1]), pred_masks (B,Q,h,w), labels_vocab (B,H,W) -> () loss."""
+    """pred_logits (B,Q,C[+1]), pred_masks (B,Q,h,w), labels_vocab (B,H,W) -> () loss.
+
+    num_points > 0: the mean runs over that many uniform points per image (capped at h*w,
+    ``mask_terms.points_for``), S read bilinearly there and the label at the nearest pixel, an
+    unbiased estimate of the every-pixel mean that never builds the (B,C,H,W) map.
+    """
     scores = semantic_probs(pred_logits.float(), pred_masks.float(), has_background)
-    if scores.shape[-2:] != labels_vocab.shape[-2:]:
+    count = points_for(num_points, scores.shape[-2:])
+    if count:
+        coords = uniform_coords(scores.shape[0], count, scores.device)
+        scores = read_bilinear(scores, coords)  # (B,C,P)
+        labels_vocab = read_nearest(labels_vocab[:, None], coords)[:, 0]  # (B,P)
+    elif scores.shape[-2:] != labels_vocab.shape[-2:]:
         scores = F.interpolate(
             scores, size=labels_vocab.shape[-2:], mode="bilinear", align_corners=False
         )
-    probs = scores / (scores.sum(1, keepdim=True) + eps)  # (B,C,H,W)
+    probs = scores / (scores.sum(1, keepdim=True) + eps)  # (B,C,...)
     valid = labels_vocab != ignore_index
     if not valid.any():
         return probs.sum() * 0.0

@@ -7,8 +7,13 @@ Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
   ``no_object_weight`` (weighted mean, as in DETR/MaskFormer). Background-free ("ce") mode:
   cross-entropy over the C vocabulary columns for matched queries only (issue 5, 1 a).
 - ``loss_mask`` / ``loss_dice``: sigmoid BCE and dice of matched (query, segment) pairs, summed
-  and divided by the number of ground-truth segments in the batch; ignore pixels excluded.
-- ``loss_pixel``: focal loss on the aggregated semantic map (``class_enhancement``).
+  and divided by the number of ground-truth segments in the batch; ignore pixels excluded. Read
+  at ``num_points`` importance-sampled points per pair (Mask2Former), or at every pixel.
+- ``loss_pixel``: focal loss on the aggregated semantic map (``class_enhancement``), at
+  ``num_points`` uniform points per image, or at every pixel.
+
+The targets are padded once per batch and shared by every decoder layer; the matching moves to
+the CPU once per layer (the assignment), everything else stays on the outputs' device.
 - ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``).
 
 A term whose weight is 0 is not computed and not returned.
@@ -23,8 +28,15 @@ from torch import nn
 from celseg.config import LossConfig
 from celseg.errors import CelsegError
 from celseg.losses.class_enhancement import pixel_focal_loss
-from celseg.losses.mask_terms import dice_loss, sample_masks, sigmoid_bce
-from celseg.losses.matcher import HungarianMatcher
+from celseg.losses.mask_terms import (
+    dice_loss,
+    importance_coords,
+    points_for,
+    read_bilinear,
+    read_nearest,
+    sigmoid_bce,
+)
+from celseg.losses.matcher import HungarianMatcher, pad_targets
 from celseg.losses.ranking import ranking_loss
 
 TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank")
@@ -32,11 +44,15 @@ TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank")
 
 class SetCriterion(nn.Module):
     """Args:
-        matcher: callable ``(outputs, targets, valid (B,H,W) bool) -> [(query_idx, target_idx)]``.
+        matcher: callable ``(outputs, targets, valid (B,H,W) bool) -> [(query_idx,
+            target_idx)]``; a :class:`HungarianMatcher` also gets the padded targets.
         weights: weight of each term in ``TERMS``.
         has_background: baseline mode (pred_logits has a last no-object column).
         no_object_weight: baseline class weight of the no-object column.
-        num_points: point sampling for the mask terms (0: every pixel).
+        num_points: points per mask for the mask terms and per image for the pixel term,
+            capped at the predicted mask's pixels (0: every pixel of the target).
+        oversample_ratio, importance_ratio: importance sampling of the mask terms' points
+            (``mask_terms.importance_coords``).
         aux_loss: also compute the terms for ``outputs["aux_outputs"]``.
         pixel_gamma: focal gamma of ``loss_pixel``.
         ranking_kind, ranking_tau, ranking_margin: see ``ranking.ranking_loss``.
@@ -49,6 +65,8 @@ class SetCriterion(nn.Module):
         has_background: bool,
         no_object_weight: float = 0.1,
         num_points: int = 0,
+        oversample_ratio: float = 3.0,
+        importance_ratio: float = 0.75,
         aux_loss: bool = True,
         pixel_gamma: float = 2.0,
         ranking_kind: str = "listwise",
@@ -67,6 +85,8 @@ class SetCriterion(nn.Module):
         self.has_background = has_background
         self.no_object_weight = no_object_weight
         self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_ratio = importance_ratio
         self.aux_loss = aux_loss
         self.pixel_gamma = pixel_gamma
         self.ranking_kind = ranking_kind
@@ -98,16 +118,20 @@ class SetCriterion(nn.Module):
         rank_text_emb: torch.Tensor | None,
         rank_target_index: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
+        # shared by every decoder layer: validity, padded targets, the normaliser
         valid = labels_vocab != self.ignore_index
+        padded = pad_targets(targets, labels_vocab.device)
         layers = [("", outputs)]
         if self.aux_loss:
             layers += [(f"_aux{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         num_masks = max(sum(int(t["labels"].numel()) for t in targets), 1)
         losses: dict[str, torch.Tensor] = {}
         for suffix, out in layers:
-            indices = self.matcher(out, targets, valid)
+            indices = (self.matcher(out, targets, valid, padded)
+                       if isinstance(self.matcher, HungarianMatcher)
+                       else self.matcher(out, targets, valid))
             terms = self.layer_terms(
-                out, targets, indices, valid, labels_vocab, num_masks, rank_text_emb,
+                out, padded, indices, valid, labels_vocab, num_masks, rank_text_emb,
                 rank_target_index,
             )
             # the one place where weights are applied
@@ -117,7 +141,7 @@ class SetCriterion(nn.Module):
     def layer_terms(
         self,
         out: dict,
-        targets: list[dict[str, torch.Tensor]],
+        padded: tuple[torch.Tensor, torch.Tensor],
         indices: list[tuple[torch.Tensor, torch.Tensor]],
         valid: torch.Tensor,
         labels_vocab: torch.Tensor,
@@ -125,13 +149,17 @@ class SetCriterion(nn.Module):
         rank_text_emb: torch.Tensor | None = None,
         rank_target_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted terms of one decoder prediction, for the given matching."""
+        """Unweighted terms of one decoder prediction, for the given matching. padded: the
+        targets as ``matcher.pad_targets`` stacks them (labels (B,Kmax), masks (B,Kmax,H,W))."""
         w = self.weights
+        labels, masks = padded
+        pairs = _pairs(indices, labels.device)
+        classes = labels[pairs[0], pairs[2]]  # vocabulary class of each matched pair
         terms: dict[str, torch.Tensor] = {}
         if w["loss_ce"]:
-            terms["loss_ce"] = self.class_term(out["pred_logits"], targets, indices)
+            terms["loss_ce"] = self.class_term(out["pred_logits"], pairs, classes)
         if w["loss_mask"] or w["loss_dice"]:
-            bce, dice = self.mask_terms(out["pred_masks"], targets, indices, valid, num_masks)
+            bce, dice = self.mask_terms(out["pred_masks"], masks, pairs, valid, num_masks)
             if w["loss_mask"]:
                 terms["loss_mask"] = bce
             if w["loss_dice"]:
@@ -139,23 +167,21 @@ class SetCriterion(nn.Module):
         if w["loss_pixel"]:
             terms["loss_pixel"] = pixel_focal_loss(
                 out["pred_logits"], out["pred_masks"], labels_vocab, self.has_background,
-                self.pixel_gamma, self.ignore_index,
+                self.pixel_gamma, self.ignore_index, num_points=self.num_points,
             )
         if w["loss_rank"]:
             terms["loss_rank"] = self.rank_term(
-                out, targets, indices, rank_text_emb, rank_target_index
+                out, pairs, classes, rank_text_emb, rank_target_index
             )
         return terms
 
-    def class_term(
-        self,
-        logits: torch.Tensor,
-        targets: list[dict[str, torch.Tensor]],
-        indices: list[tuple[torch.Tensor, torch.Tensor]],
-    ) -> torch.Tensor:
+    def class_term(self, logits: torch.Tensor, pairs: tuple[torch.Tensor, ...],
+                   classes: torch.Tensor) -> torch.Tensor:
+        """pairs: (batch, query, target) indices of the matched pairs; classes their labels."""
         logits = logits.float()
         b, q, cols = logits.shape
-        batch_idx, query_idx, classes = _matched(targets, indices, logits.device)
+        batch_idx, query_idx = pairs[0].to(logits.device), pairs[1].to(logits.device)
+        classes = classes.to(logits.device)
         if self.has_background:
             target = torch.full((b, q), cols - 1, dtype=torch.long, device=logits.device)
             target[batch_idx, query_idx] = classes
@@ -169,34 +195,46 @@ class SetCriterion(nn.Module):
     def mask_terms(
         self,
         pred_masks: torch.Tensor,
-        targets: list[dict[str, torch.Tensor]],
-        indices: list[tuple[torch.Tensor, torch.Tensor]],
+        target_masks: torch.Tensor,
+        pairs: tuple[torch.Tensor, ...],
         valid: torch.Tensor,
         num_masks: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        bce = pred_masks.sum() * 0.0
-        dice = pred_masks.sum() * 0.0
-        for b, (qi, ti) in enumerate(indices):
-            if qi.numel() == 0:
-                continue
-            pred, tgt, w = sample_masks(
-                pred_masks[b, qi.to(pred_masks.device)], targets[b]["masks"][ti.to(valid.device)],
-                valid[b], self.num_points,
-            )
-            bce = bce + sigmoid_bce(pred, tgt, w).sum()
-            dice = dice + dice_loss(pred, tgt, w).sum()
+        """pred_masks (B,Q,h,w), target_masks (B,Kmax,H,W) padded, pairs (batch, query, target)
+        -> (bce, dice) of the matched pairs, each at its own importance-sampled points (every
+        pixel if num_points is 0)."""
+        batch_idx, query_idx, target_idx = (i.to(pred_masks.device) for i in pairs)
+        if batch_idx.numel() == 0:
+            zero = pred_masks.sum() * 0.0
+            return zero, zero
+        src = pred_masks[batch_idx, query_idx].float()  # (N,h,w)
+        tgt = target_masks[batch_idx, target_idx]  # (N,H,W)
+        keep = valid[batch_idx]  # (N,H,W)
+        count = points_for(self.num_points, src.shape[-2:])
+        if count == 0:
+            pred = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear",
+                                 align_corners=False)[:, 0].flatten(1)
+            tgt, weights = tgt.flatten(1), keep.flatten(1).float()
+        else:
+            coords = importance_coords(src, count, self.oversample_ratio, self.importance_ratio)
+            pred = read_bilinear(src[:, None], coords)[:, 0]
+            tgt = read_nearest(tgt[:, None], coords)[:, 0]
+            weights = read_nearest(keep[:, None], coords)[:, 0].float()
+        bce = sigmoid_bce(pred, tgt, weights).sum()
+        dice = dice_loss(pred, tgt, weights).sum()
         return bce / num_masks, dice / num_masks
 
     def rank_term(
         self,
         out: dict,
-        targets: list[dict[str, torch.Tensor]],
-        indices: list[tuple[torch.Tensor, torch.Tensor]],
+        pairs: tuple[torch.Tensor, ...],
+        classes: torch.Tensor,
         rank_text_emb: torch.Tensor | None,
         rank_target_index: torch.Tensor | None,
     ) -> torch.Tensor:
         embed = out["class_embed"]
-        batch_idx, query_idx, classes = _matched(targets, indices, embed.device)
+        batch_idx, query_idx = pairs[0].to(embed.device), pairs[1].to(embed.device)
+        classes = classes.to(embed.device)
         if rank_text_emb is None:
             rank_text_emb = out["text_emb"]
             rows = classes
@@ -211,21 +249,17 @@ class SetCriterion(nn.Module):
         )
 
 
-def _matched(
-    targets: list[dict[str, torch.Tensor]],
-    indices: list[tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device,
+def _pairs(
+    indices: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flatten a matching: (batch index, query index, vocabulary class) of each matched pair."""
-    batch = [torch.full_like(qi, b) for b, (qi, _) in enumerate(indices)]
-    queries = [qi for qi, _ in indices]
-    classes = [t["labels"][ti.to(t["labels"].device)].cpu() for t, (_, ti) in zip(
-        targets, indices, strict=True)]
-    if not queries:
+    """Flatten a matching: (batch index, query index, target index) of each matched pair."""
+    if not indices:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, empty
-    return (torch.cat(batch).to(device), torch.cat(queries).to(device),
-            torch.cat(classes).to(device))
+    batch = torch.cat([torch.full_like(qi, b) for b, (qi, _) in enumerate(indices)])
+    queries = torch.cat([qi for qi, _ in indices])
+    targets = torch.cat([ti for _, ti in indices])
+    return batch.to(device), queries.to(device), targets.to(device)
 
 
 def build_criterion(cfg: LossConfig, has_background: bool) -> SetCriterion:
@@ -244,6 +278,8 @@ def build_criterion(cfg: LossConfig, has_background: bool) -> SetCriterion:
         has_background,
         no_object_weight=cfg.no_object_weight,
         num_points=cfg.num_points,
+        oversample_ratio=cfg.oversample_ratio,
+        importance_ratio=cfg.importance_sample_ratio,
         aux_loss=cfg.aux_loss,
         pixel_gamma=cfg.pixel_gamma,
         ranking_kind=cfg.ranking_kind,

@@ -1,76 +1,126 @@
-"""Sigmoid BCE and dice between mask logits and binary targets, written once.
+"""Sigmoid BCE and dice between mask logits and binary targets, and the points they are read at.
 
-Both terms take ``pairwise``: ``True`` gives the (N, K) cost of every prediction against every
-target (the matcher), ``False`` the (N,) loss of row-aligned pairs (the criterion). Points are
-weighted by ``weights`` (P,): 1 on labelled pixels, 0 on ignore pixels, so ignored pixels add
-nothing to either term.
+Both terms take ``pairwise``: ``True`` gives the (..., N, K) cost of every prediction against
+every target (the matcher), ``False`` the (..., N) loss of row-aligned pairs (the criterion).
+Points are weighted by ``weights``: 1 on labelled pixels, 0 on ignore pixels, so ignored pixels
+add nothing to either term. Pairwise, the weights are per point, (P,) or (..., 1, P); row-aligned,
+they may also be per pair, (..., N, P).
 
-    bce(x, t)  = sum_p w_p [t_p softplus(-x_p) + (1 - t_p) softplus(x_p)] / sum_p w_p
+    bce(x, t)  = sum_p w_p [t_p softplus(-x_p) + (1 - t_p) softplus(x_p)] / max(sum_p w_p, 1)
     dice(x, t) = 1 - (2 sum_p w_p s_p t_p + 1) / (sum_p w_p s_p + sum_p w_p t_p + 1),
                  s_p = sigmoid(x_p)
+
+Points (Mask2Former): coordinates are (x, y) in [0, 1) of the image. Predictions (stride 4) are
+read bilinearly there, targets and validity at the nearest pixel of their full resolution. The
+number of points follows the mask size: at most the h*w pixels of the predicted mask
+(:func:`points_for`). The matcher uses uniform points; the loss uses importance sampling
+(:func:`importance_coords`): ``oversample`` x P uniform candidates, the ``importance`` share of P
+taken where the prediction is most uncertain (|logit| smallest), the rest uniform.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 
-def _contract(a: torch.Tensor, b: torch.Tensor, pairwise: bool) -> torch.Tensor:
-    """Sum over points: (N,P),(K,P) -> (N,K) if pairwise, else (N,P),(N,P) -> (N,)."""
-    return torch.einsum("np,kp->nk" if pairwise else "np,np->n", a, b)
+def _contract(a: Tensor, b: Tensor, pairwise: bool) -> Tensor:
+    """Sum over points: (...,N,P),(...,K,P) -> (...,N,K) if pairwise, else -> (...,N)."""
+    return torch.einsum("...np,...kp->...nk" if pairwise else "...np,...np->...n", a, b)
 
 
-def sigmoid_bce(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, pairwise: bool = False
-) -> torch.Tensor:
-    """Mean sigmoid BCE over weighted points. logits (N,P), targets (K,P) or (N,P), weights (P,)."""
+def _per_point_norm(weights: Tensor, pairwise: bool) -> Tensor:
+    total = weights.sum(-1).clamp_min(1.0)
+    return total[..., None] if pairwise else total
+
+
+def sigmoid_bce(logits: Tensor, targets: Tensor, weights: Tensor, pairwise: bool = False) -> Tensor:
+    """Mean sigmoid BCE over weighted points. logits (...,N,P), targets (...,K,P) or (...,N,P)."""
     pos = F.softplus(-logits) * weights  # -log sigmoid(x)
     neg = F.softplus(logits) * weights  # -log (1 - sigmoid(x))
     total = _contract(pos, targets, pairwise) + _contract(neg, 1 - targets, pairwise)
-    return total / weights.sum().clamp_min(1.0)
+    return total / _per_point_norm(weights, pairwise)
 
 
-def dice_loss(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, pairwise: bool = False
-) -> torch.Tensor:
-    """Dice loss with +1 smoothing. logits (N,P), targets (K,P) or (N,P), weights (P,)."""
+def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor, pairwise: bool = False) -> Tensor:
+    """Dice loss with +1 smoothing. logits (...,N,P), targets (...,K,P) or (...,N,P)."""
     probs = logits.sigmoid() * weights
     inter = _contract(probs, targets, pairwise)
-    psum, tsum = probs.sum(-1), targets @ weights
-    denom = psum[:, None] + tsum[None, :] if pairwise else psum + tsum
+    psum, tsum = probs.sum(-1), (targets * weights).sum(-1)
+    denom = psum[..., :, None] + tsum[..., None, :] if pairwise else psum + tsum
     return 1 - (2 * inter + 1) / (denom + 1)
 
 
+# --- points --------------------------------------------------------------------------------------
+
+def points_for(requested: int, mask_hw: tuple[int, int]) -> int:
+    """Points per mask: ``requested`` capped at the predicted mask's pixel count (0: none)."""
+    return min(int(requested), int(mask_hw[0]) * int(mask_hw[1])) if requested > 0 else 0
+
+
+def uniform_coords(n: int, num_points: int, device: torch.device) -> Tensor:
+    """(n, P, 2) uniform (x, y) coordinates in [0, 1)."""
+    return torch.rand(n, num_points, 2, device=device)
+
+
+def read_bilinear(maps: Tensor, coords: Tensor) -> Tensor:
+    """maps (B,N,h,w), coords (B,P,2) -> (B,N,P) bilinear reads (``align_corners=False``)."""
+    grid = (coords * 2 - 1)[:, None]  # (B,1,P,2) in [-1, 1)
+    return F.grid_sample(maps.float(), grid, mode="bilinear", align_corners=False)[:, :, 0]
+
+
+def read_nearest(maps: Tensor, coords: Tensor) -> Tensor:
+    """maps (B,K,H,W) any dtype, coords (B,P,2) -> (B,K,P) values at the nearest pixel."""
+    b, k, height, width = maps.shape
+    ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
+    iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
+    flat = (iy * width + ix)[:, None].expand(b, k, -1)  # (B,K,P)
+    return maps.flatten(2).gather(2, flat)
+
+
+@torch.no_grad()
+def importance_coords(logits: Tensor, num_points: int, oversample: float = 3.0,
+                      importance: float = 0.75) -> Tensor:
+    """(N,h,w) mask logits -> (N,P,2) coordinates, the ``importance`` share where |logit| is
+    smallest among ``oversample`` x P uniform candidates, the rest uniform."""
+    n = logits.shape[0]
+    candidates = uniform_coords(n, max(int(oversample * num_points), num_points), logits.device)
+    uncertainty = -read_bilinear(logits[:, None], candidates)[:, 0].abs()  # (N, P')
+    k = int(importance * num_points)
+    top = uncertainty.topk(k, dim=1, sorted=False).indices
+    chosen = candidates.gather(1, top[..., None].expand(-1, -1, 2))
+    rest = uniform_coords(n, num_points - k, logits.device)
+    return torch.cat([chosen, rest], dim=1)
+
+
 def sample_masks(
-    pred_masks: torch.Tensor,
-    target_masks: torch.Tensor,
-    valid: torch.Tensor,
+    pred_masks: Tensor,
+    target_masks: Tensor,
+    valid: Tensor,
     num_points: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Put predictions and targets on common points.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Put one image's predictions and targets on common points.
 
     Args:
         pred_masks: (N,h,w) logits (stride 4).
         target_masks: (K,H,W) binary.
         valid: (H,W) bool, False on ignore pixels.
         num_points: 0 -> every pixel at target resolution (predictions bilinearly upsampled);
-            > 0 -> that many uniformly random points (predictions bilinearly sampled, targets and
-            validity read at the nearest pixel).
+            > 0 -> that many uniform points, capped by :func:`points_for`.
     Returns:
         (N,P) logits, (K,P) targets, (P,) float weights.
     """
     pred_masks = pred_masks.float()
     height, width = target_masks.shape[-2:]
-    if num_points <= 0:
+    points = points_for(num_points, pred_masks.shape[-2:])
+    if points == 0:
         if pred_masks.shape[-2:] != (height, width):
             pred_masks = F.interpolate(
                 pred_masks[None], size=(height, width), mode="bilinear", align_corners=False
             )[0]
         return pred_masks.flatten(1), target_masks.flatten(1).float(), valid.flatten().float()
-    coords = torch.rand(num_points, 2, device=pred_masks.device)  # (P, 2) as (x, y) in [0, 1)
-    grid = (coords * 2 - 1).view(1, 1, num_points, 2)
-    pred = F.grid_sample(pred_masks[None], grid, mode="bilinear", align_corners=False)[0, :, 0]
-    ix = (coords[:, 0] * width).long().clamp_max(width - 1)
-    iy = (coords[:, 1] * height).long().clamp_max(height - 1)
-    return pred, target_masks[:, iy, ix].float(), valid[iy, ix].float()
+    coords = uniform_coords(1, points, pred_masks.device)
+    pred = read_bilinear(pred_masks[None], coords)[0]
+    tgt = read_nearest(target_masks[None], coords)[0].float()
+    return pred, tgt, read_nearest(valid[None, None], coords)[0, 0].float()

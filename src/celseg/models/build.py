@@ -38,7 +38,10 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
                                 cfg.vlm_original_strides)
     else:
         backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_backbone_bn)
-    pixel_decoder = FPNPixelDecoder(backbone.channels, cfg.hidden_dim, cfg.mask_dim, levels)
+    pixel_decoder = FPNPixelDecoder(
+        backbone.channels, cfg.hidden_dim, cfg.mask_dim, levels,
+        separable=cfg.pixel_decoder_conv == "separable",
+    )
     decoder = TransformerDecoder(
         hidden_dim=cfg.hidden_dim,
         mask_dim=cfg.mask_dim,

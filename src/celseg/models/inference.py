@@ -131,9 +131,55 @@ def class_probs(scores: Tensor, out_size: tuple[int, int]) -> Tensor:
 
 def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
                      seen_positions: list[int] | None = None, calibration: float = 0.0) -> Tensor:
-    """(B,C,h,w) semantic scores -> (B,H,W) long vocabulary positions (resize, normalise,
-    calibrate, argmax)."""
-    return calibrate(class_probs(scores, out_size), seen_positions, calibration).argmax(1)
+    """(B,C,h,w) semantic scores -> (B,H,W) long vocabulary positions: the argmax of the scores
+    resized bilinearly, normalised and calibrated (:func:`class_probs`, :func:`calibrate`).
+
+    The (B,C,H,W) map is never built. With k_c the calibration of class c and Z = sum_c S,
+    argmax_c (S_c / Z - k_c) = argmax_c (S_c - k_c Z) wherever Z >= EPS, and that is linear in
+    the four low-resolution taps of the bilinear resize. So where all four taps of an output
+    pixel have the same argmax (and Z >= EPS), that class is the pixel's label; only the other
+    pixels (class boundaries) are resized exactly. Equal to the full path up to float rounding.
+    """
+    size = tuple(int(v) for v in out_size)
+    if tuple(scores.shape[-2:]) == size:
+        return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
+    scores = scores.float()
+    total = scores.sum(1)  # (B,h,w)
+    shifted, ok = scores, None
+    if calibration and seen_positions is not None and len(seen_positions):
+        k = calibrate(scores.new_zeros(1, scores.shape[1]), seen_positions, -calibration)[0]
+        shifted = scores - k[:, None, None] * total[:, None]
+        ok = total >= EPS
+    y0, y1, ly = _taps(size[0], scores.shape[-2], scores.device)
+    x0, x1, lx = _taps(size[1], scores.shape[-1], scores.device)
+    low = shifted.argmax(1)  # (B,h,w)
+    labels = low[:, y0][:, :, x0]
+    agree = torch.ones_like(labels, dtype=torch.bool)
+    for ys, xs in ((y0, x1), (y1, x0), (y1, x1)):
+        agree &= low[:, ys][:, :, xs] == labels
+    if ok is not None:
+        for ys, xs in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
+            agree &= ok[:, ys][:, :, xs]
+    b, yy, xx = (~agree).nonzero(as_tuple=True)
+    if b.numel():
+        per_class = scores.permute(0, 2, 3, 1)  # (B,h,w,C)
+        wy, wx = ly[yy, None], lx[xx, None]
+        exact = ((1 - wy) * ((1 - wx) * per_class[b, y0[yy], x0[xx]]
+                             + wx * per_class[b, y0[yy], x1[xx]])
+                 + wy * ((1 - wx) * per_class[b, y1[yy], x0[xx]]
+                         + wx * per_class[b, y1[yy], x1[xx]]))  # (N,C)
+        exact = calibrate(normalize_classes(exact), seen_positions, calibration)
+        labels[b, yy, xx] = exact.argmax(1)
+    return labels
+
+
+def _taps(out_len: int, in_len: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear taps of a resize along one axis (``align_corners=False``, as F.interpolate):
+    source indices i0, i1 (out_len,) and the weight (out_len,) of i1."""
+    src = (torch.arange(out_len, device=device, dtype=torch.float32) + 0.5) * (in_len / out_len)
+    src = (src - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(in_len - 1)
+    return i0, (i0 + 1).clamp_max(in_len - 1), src - i0
 
 
 def semantic_map(outputs: dict, out_size: tuple[int, int],

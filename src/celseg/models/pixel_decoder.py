@@ -15,12 +15,21 @@ def group_norm(dim: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, dim)
 
 
-def conv_norm_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
-        group_norm(cout),
-        nn.ReLU(inplace=True),
-    )
+def conv_norm_relu(cin: int, cout: int, kernel: int, separable: bool = False,
+                   pointwise: bool = True) -> nn.Sequential:
+    """conv -> GroupNorm -> ReLU. ``separable``: the conv is depthwise k x k, then (with
+    ``pointwise``) 1 x 1: about k*k times fewer multiply-adds; at stride 4 a full 3 x 3 at 128
+    channels costs as much as the whole EfficientNet-Lite0 forward."""
+    if separable and kernel > 1:
+        conv: list[nn.Module] = [
+            nn.Conv2d(cin, cin, kernel, padding=kernel // 2, groups=cin, bias=False)]
+        if pointwise:
+            conv.append(nn.Conv2d(cin, cout, 1, bias=False))
+        else:
+            cout = cin
+    else:
+        conv = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)]
+    return nn.Sequential(*conv, group_norm(cout), nn.ReLU(inplace=True))
 
 
 class FPNPixelDecoder(nn.Module):
@@ -32,6 +41,8 @@ class FPNPixelDecoder(nn.Module):
         mask_dim: channels of the per-pixel mask embedding.
         memory_levels: how many of res5, res4, res3 the decoder reads (1-3); the others get no
             output convolution (it would receive no gradient).
+        separable: the 3 x 3 output convolutions are depthwise-separable; at stride 4 the
+            pointwise half is ``mask_proj`` itself (depthwise -> norm -> ReLU -> mask_proj).
 
     ``forward(features)`` returns ``(mask_features (B, mask_dim, H/4, W/4), memory)`` where
     ``memory`` is ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
@@ -45,6 +56,7 @@ class FPNPixelDecoder(nn.Module):
         conv_dim: int = 128,
         mask_dim: int = 128,
         memory_levels: int = 3,
+        separable: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= memory_levels <= 3:
@@ -54,7 +66,8 @@ class FPNPixelDecoder(nn.Module):
             {k: conv_norm_relu(in_channels[k], conv_dim, 1) for k in LEVELS}
         )
         self.output = nn.ModuleDict(
-            {k: conv_norm_relu(conv_dim, conv_dim, 3) for k in ["res2", *self.memory_names]}
+            {k: conv_norm_relu(conv_dim, conv_dim, 3, separable, pointwise=k != "res2")
+             for k in ["res2", *self.memory_names]}
         )
         self.mask_proj = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim = conv_dim

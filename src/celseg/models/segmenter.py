@@ -18,7 +18,8 @@ class Segmenter(nn.Module):
     - ``class_embed`` (B,Q,D) normalised query class embeddings
     - ``logit_scale`` () the classifier's scale
     - ``text_emb`` (C,D) the vocabulary it was given (the ranking loss and inference read it)
-    - ``aux_outputs`` list (one per earlier decoder prediction) of dicts with the same keys
+    - ``aux_outputs`` list (one per earlier decoder prediction) of dicts with the same keys;
+      empty in eval mode (only the loss reads them), where the decoder skips that work
     - ``vlm_dense`` (B,D,h,w) only when the backbone is the VLM's shared frozen tower
       (``vlm_tower_is_shared``): the VLM's L2-normalised dense features of ``images`` from the
       same pass, without gradient (``celseg.models.vlm_backbone``)
@@ -56,7 +57,7 @@ class Segmenter(nn.Module):
         else:
             feats = self.backbone.forward_features(images)
         mask_features, memory = self.pixel_decoder(feats)
-        preds = self.transformer_decoder(memory, mask_features)
+        preds = self.transformer_decoder(memory, mask_features, all_predictions=self.training)
         outs = []
         for p in preds:
             logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)

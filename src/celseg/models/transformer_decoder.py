@@ -97,6 +97,11 @@ class TransformerDecoder(nn.Module):
     ``forward(memory, mask_features)`` returns one dict per prediction (``num_layers + 1``: the
     first before any layer, the last after the final layer) with ``class_feat (B,Q,hidden_dim)``,
     ``mask_embed (B,Q,mask_dim)`` and ``pred_masks (B,Q,h,w)`` logits at mask_features' size.
+
+    ``forward(..., all_predictions=False)`` (inference) returns the final prediction only. The
+    earlier masks are then needed only as attention masks, at the size of the memory level they
+    mask, and are computed there: resizing is linear, so resize(einsum(e, F)) =
+    einsum(e, resize(F)), and the stride-4 einsum and the resize of Q masks are skipped.
     """
 
     def __init__(
@@ -134,13 +139,16 @@ class TransformerDecoder(nn.Module):
 
     def _attn_mask(self, pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B,Q,h,w) logits -> (B*heads, Q, size) bool, True where attention is blocked."""
-        m = F.interpolate(pred_masks.detach(), size=size, mode="bilinear", align_corners=False)
-        blocked = m.flatten(2).sigmoid() < 0.5  # (B, Q, L)
+        m = pred_masks.detach()
+        if tuple(m.shape[-2:]) != tuple(size):
+            m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        blocked = m.flatten(2) < 0  # sigmoid(m) < 0.5; (B, Q, L)
         blocked[blocked.all(-1)] = False  # an empty mask would give NaN: attend everywhere
         return blocked.repeat_interleave(self.nheads, dim=0)
 
     def forward(
-        self, memory: list[torch.Tensor], mask_features: torch.Tensor
+        self, memory: list[torch.Tensor], mask_features: torch.Tensor,
+        all_predictions: bool = True,
     ) -> list[dict[str, torch.Tensor]]:
         b = mask_features.shape[0]
         srcs, poss, sizes = [], [], []
@@ -150,12 +158,22 @@ class TransformerDecoder(nn.Module):
             srcs.append(m.flatten(2).transpose(1, 2) + self.level_embed.weight[i])  # (B,L,d)
         queries = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
-        preds = [self._predict(queries, mask_features)]
-        for i, layer in enumerate(self.layers):
+        # inference: earlier masks at each level's size only (see the class docstring)
+        level_features = None if all_predictions else [
+            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+            if size != tuple(mask_features.shape[-2:]) else mask_features for size in sizes
+        ]
+        preds = []
+        for i in range(len(self.layers) + 1):
             level = i % self.num_levels
+            if i == len(self.layers) or level_features is None:
+                preds.append(self._predict(queries, mask_features))
+            else:  # masks only where the next layer's attention reads them
+                preds.append(self._predict(queries, level_features[level]))
+            if i == len(self.layers):
+                break
             attn_mask = None
             if self.masked_attention:
                 attn_mask = self._attn_mask(preds[-1]["pred_masks"], sizes[level])
-            queries = layer(queries, query_pos, srcs[level], poss[level], attn_mask)
-            preds.append(self._predict(queries, mask_features))
-        return preds
+            queries = self.layers[i](queries, query_pos, srcs[level], poss[level], attn_mask)
+        return preds if all_predictions else preds[-1:]
