@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -118,8 +119,10 @@ def per_class_unseen(records: list[RunRecord], protocol: str = "segmenter") -> s
     return "\n".join(lines)
 
 
-def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: int = 4) -> Path:
-    """Rows: validation images; columns: image, ground truth, each variant (first seed)."""
+def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: int = 4,
+           ensembles: tuple[bool, ...] = (True,)) -> Path:
+    """Rows: validation images; columns: image, ground truth, each variant (first seed) under
+    each protocol asked for (``ensembles``: False = the segmenter alone, True = the default)."""
     import torch
 
     from celseg.data.classes import load_classes
@@ -140,8 +143,9 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
     first: dict[str, RunRecord] = {}
     for rec in records:
         first.setdefault(rec.variant.key, rec)
-    for key, rec in first.items():
-        predictor = Predictor.from_checkpoint(rec.out_dir / "checkpoints" / "last.safetensors")
+    for (key, rec), ensemble in itertools.product(first.items(), ensembles):
+        predictor = Predictor.from_checkpoint(rec.out_dir / "checkpoints" / "last.safetensors",
+                                              ensemble=ensemble)
         with torch.no_grad():
             for row, img in zip(columns, images, strict=True):
                 label = predictor.segment(img, list(info.names))

@@ -67,8 +67,11 @@ def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo_vlm: str, pseudo_threshold: float, self_train_threshold: float,
                  progress: bool = True, self_train_share: float = 0.5,
-                 report_only: bool = False) -> tuple[list[RunRecord], dict]:
+                 report_only: bool = False, seed_folders: bool = True
+                 ) -> tuple[list[RunRecord], dict]:
     """Train and evaluate every (variant, seed); returns the records and the pseudo-label report.
+
+    Runs live in ``OUT/VARIANT/seedS`` (``OUT/VARIANT`` with ``seed_folders=False``: one seed).
 
     ``report_only``: train nothing; collect the (variant, seed) runs that have finished (their
     metrics.json), so a report can cover variants run with different numbers of seeds.
@@ -85,7 +88,9 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
     records: list[RunRecord] = []
     for seed in seeds:
         for variant in variants:
-            run_dir = out_root / variant.key / f"seed{seed}"
+            run_dir = out_root / variant.key
+            if seed_folders:
+                run_dir = run_dir / f"seed{seed}"
             if report_only:
                 summary = _read_json(run_dir / "metrics.json")
                 if summary is not None:

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from celseg.data.batching import pad_batch
 from celseg.data.classes import default_color
-from celseg.engine.evaluator import pad_batch
 from celseg.errors import DataError
 from celseg.io.images import open_rgb
 
