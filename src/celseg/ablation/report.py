@@ -7,8 +7,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from celseg.ablation.runner import RunRecord
+from celseg.data.classes import load_classes
+from celseg.data.dataset import SegmentationDataset
+from celseg.data.transforms import denormalize
+from celseg.engine.predictor import Predictor
+from celseg.io.atomic import save_image
+from celseg.pseudo.report import format_table as pseudo_table
+from celseg.viz.overlay import legend_image, overlay, panel
 
 
 def _ms(cell: dict) -> str:
@@ -123,13 +132,6 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
            ensembles: tuple[bool, ...] = (True,)) -> Path:
     """Rows: validation images; columns: image, ground truth, each variant (first seed) under
     each protocol asked for (``ensembles``: False = the segmenter alone, True = the default)."""
-    import torch
-
-    from celseg.data.classes import load_classes
-    from celseg.data.dataset import SegmentationDataset
-    from celseg.data.transforms import denormalize
-    from celseg.engine.predictor import Predictor
-    from celseg.viz.overlay import legend_image, overlay, panel
 
     info = load_classes(data_root)
     dataset = SegmentationDataset(data_root, "val", view="full")
@@ -159,9 +161,6 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
                      255, dtype=np.uint8)
     canvas[: sheet.height, : sheet.width] = np.asarray(sheet)
     canvas[sheet.height + 8:, : legend.shape[1]] = legend
-    from PIL import Image
-
-    from celseg.io.atomic import save_image
 
     return save_image(Image.fromarray(canvas), out_png)
 
@@ -231,7 +230,6 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
                   "Shares (%) of unseen-class ground-truth pixels by predicted class, under "
                   "each protocol.", "", diagnosis]
     if pseudo_report:
-        from celseg.pseudo.report import format_table as pseudo_table
 
         parts += ["", "## Pseudo-label quality (training split, against the hidden true labels)",
                   "", pseudo_table(pseudo_report)]

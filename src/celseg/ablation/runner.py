@@ -10,6 +10,11 @@ from pathlib import Path
 
 from celseg.ablation.variants import Variant
 from celseg.config import Config, apply_override
+from celseg.engine.checkpoint import has_checkpoint
+from celseg.engine.trainer import train
+from celseg.pseudo.generate import pseudo_label
+from celseg.pseudo.self_train import relabel_from_checkpoint
+from celseg.vlm.registry import load_vlm
 
 
 @dataclass
@@ -30,8 +35,6 @@ def ensure_pseudo_labels(vlm_name: str, data_root: str, out_dir: Path, threshold
     report = _read_json(out_dir / "report.json")
     if report is not None:
         return report
-    from celseg.pseudo.generate import pseudo_label
-    from celseg.vlm.registry import load_vlm
 
     vlm = load_vlm(vlm_name)
     return pseudo_label(vlm, data_root, out_dir, threshold, progress=progress)
@@ -42,8 +45,6 @@ def _train(cfg: Config, progress: bool) -> dict:
     if summary is not None:
         print(f"[ablation] cached: {cfg.train.out_dir}")
         return summary
-    from celseg.engine.checkpoint import has_checkpoint
-    from celseg.engine.trainer import train
 
     # an interrupted run resumes from its last checkpoint
     return train(cfg, resume=has_checkpoint(cfg.train.out_dir), progress=progress)
@@ -116,7 +117,6 @@ def _self_train_labels(out_root: Path, seed: int, data_root: str, threshold: flo
     out = out_root / "selftrain_labels" / f"seed{seed}"
     if (out / "report.json").is_file():
         return out
-    from celseg.pseudo.self_train import relabel_from_checkpoint
 
     ckpt = out_root / "pseudo" / f"seed{seed}" / "checkpoints" / "last.safetensors"
     relabel_from_checkpoint(ckpt, data_root, out, threshold, progress=progress,
