@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from celseg.config import DataConfig
+from celseg.data.batching import collate
 from celseg.data.captions import CaptionDataset, collate_captions, read_captions
 from celseg.data.classes import load_classes
-from celseg.data.dataset import SegmentationDataset, collate
+from celseg.data.dataset import SegmentationDataset
 from celseg.data.transforms import build_train_transform, denormalize
 from celseg.errors import DataError
 

@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 from celseg.config import EvalConfig
+from celseg.data.batching import collate, label_ignore_index
 from celseg.data.classes import load_classes
 from celseg.data.convert import CONVERTERS
-from celseg.data.dataset import SegmentationDataset, collate, label_ignore_index
+from celseg.data.dataset import SegmentationDataset
 from celseg.errors import DataError
 
 N = 300
@@ -143,7 +144,7 @@ HAND = {(299, 299): 8, (299, 3): 8, (256, 299): 8, (256, 3): 8, (3, 299): 20, (3
 
 
 def test_confusion_matrix_of_batches_matches_hand_count(root16):
-    from celseg.engine.evaluator import pad_batch
+    from celseg.data.batching import pad_batch
     from celseg.evaluation.metrics import ConfusionMatrix
     from celseg.models.inference import semantic_map
 

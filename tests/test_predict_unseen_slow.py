@@ -22,7 +22,7 @@ def inductive_run(tmp_path_factory) -> Path:
     given = os.environ.get("CELSEG_E2E_RUN")
     if given:
         return Path(given)
-    from celseg.commands.demo import config_path, make_data, pretrain_vlm
+    from celseg.ablation.demo import config_path, make_data, pretrain_vlm
     from celseg.config import load_config
     from celseg.engine.trainer import train
 

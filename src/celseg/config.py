@@ -142,8 +142,6 @@ class TrainConfig:
     log_every: int = spec(20, at_least(1))
     eval_every: int = spec(0, at_least(0))  # 0: evaluate only at the end
     ckpt_every: int = spec(200, at_least(0))
-    # not read by `train`: self-training is `pseudo-label --from-ckpt`
-    self_train_rounds: int = spec(0, at_least(0))
 
 
 @dataclass(frozen=True)
@@ -198,6 +196,9 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+# keys that configs written by earlier versions hold and nothing reads any more: skipped on
+# reading, so that every saved run (and its checkpoint) still loads
+REMOVED_KEYS = {("train", "self_train_rounds")}
 
 
 def _section_type(name: str) -> type:
@@ -288,7 +289,8 @@ def from_dict(raw: dict[str, Any], cfg: Config | None = None, source: str = "<di
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section}' must be a mapping, got {values!r}")
         for key, value in values.items():
-            cfg = _apply(cfg, section, key, value)
+            if (section, key) not in REMOVED_KEYS:
+                cfg = _apply(cfg, section, key, value)
     return validate(cfg) if check else cfg
 
 

@@ -20,7 +20,7 @@ import math
 import torch
 
 from celseg.ablation.runner import RunRecord
-from celseg.data.classes import ClassInfo
+from celseg.data.classes import ClassInfo, load_classes
 
 
 def unseen_destinations(matrix: torch.Tensor, info: ClassInfo) -> dict[str, float]:
@@ -49,7 +49,6 @@ def diagnose(records: list[RunRecord], data_root: str,
              protocols: tuple[str, ...] = ("segmenter", "ensemble")) -> dict[str, dict]:
     """Per variant and protocol, means over seeds of the unseen-pixel destinations, read from
     the confusion matrices each run's final evaluation stored in its metrics.json."""
-    from celseg.data.classes import load_classes
 
     info = load_classes(data_root)
     per_key: dict[str, list[dict]] = {}

@@ -19,6 +19,15 @@ from pathlib import Path
 
 import torch
 
+from celseg.data.classes import load_classes
+from celseg.data.dataset import SegmentationDataset
+from celseg.data.transforms import build_eval_transform
+from celseg.engine.checkpoint import label_names, load_segmenter
+from celseg.engine.evaluator import confusion_matrices
+from celseg.engine.protocol import build_inference
+from celseg.evaluation.metrics import summarize
+from celseg.vlm.loading import class_text_embeddings, load_vlm_cached
+
 SETTINGS: dict[str, dict] = {
     "segmenter alone": {"ensemble": False},
     "soft, renorm, x1": {"pooling": "soft", "ensemble_renorm": True, "dense_input_scale": 1.0},
@@ -66,18 +75,6 @@ def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
           settings: dict[str, dict] | None = None, device: str = "cpu",
           progress: bool = True, max_images: int = 0) -> dict[str, dict]:
     """{setting: summary} for one checkpoint on ``data_root``'s ``split``."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from celseg.data.classes import load_classes
-    from celseg.data.dataset import SegmentationDataset, collate
-    from celseg.data.transforms import build_eval_transform, to_unit_rgb
-    from celseg.engine.checkpoint import label_names, load_segmenter
-    from celseg.engine.evaluator import pad_batch
-    from celseg.engine.protocol import build_inference
-    from celseg.evaluation.metrics import ConfusionMatrix, summarize
-    from celseg.vlm.loading import class_text_embeddings, load_vlm_cached
-
     settings = settings or SETTINGS
     model, cfg = load_segmenter(ckpt, device)
     info = load_classes(data_root)
@@ -87,27 +84,21 @@ def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
     seen = [i for i, n in enumerate(names) if n in set(labelled)]
     scales = {s.get("dense_input_scale", cfg.eval.dense_input_scale) for s in settings.values()}
     vlms = {scale: MemoDense(load_vlm_cached(cfg.model.vlm)) for scale in scales}
-    paths = {}
+    heads = {}
     for title, overrides in settings.items():
         eval_cfg = dataclasses.replace(cfg.eval, seen_calibration=0.0, two_stage=False,
                                        **overrides)
         vlm = vlms[eval_cfg.dense_input_scale]
-        paths[title] = build_inference(model, eval_cfg, names, labelled, pseudo, vlm, device,
-                                       seen_positions=seen)
+        path = build_inference(model, eval_cfg, names, labelled, pseudo, vlm, device,
+                               seen_positions=seen)
+        heads[title] = (path, path.protocol)
     dataset = SegmentationDataset(data_root, split, transform=build_eval_transform(cfg.data),
                                   view="full", class_info=info, max_items=max_images)
-    cms = {t: ConfusionMatrix(info.num_classes, info.ignore_index) for t in settings}
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, collate_fn=collate)
-    for images, labels, _ in tqdm(loader, desc=f"study {Path(ckpt).name}", disable=not progress,
-                                  leave=False):
-        images, labels = pad_batch(images, labels)
-        images = images.to(device)
-        outputs = model(images, emb)
-        images01 = to_unit_rgb(images)
-        for title, path in paths.items():
-            pred = path.labels(outputs, images01, tuple(labels.shape[-2:]))[path.protocol]
-            cms[title].update(pred.cpu(), labels)
-    return {t: {**summarize(cm.matrix, info), "protocol": paths[t].protocol}
+    loop_cfg = dataclasses.replace(cfg.eval, sliding_window=False)
+    cms, _ = confusion_matrices(model, dataset, emb, torch.arange(len(names)), heads, info,
+                                loop_cfg, torch.device(device), progress,
+                                desc=f"study {Path(ckpt).name}")
+    return {t: {**summarize(cm.matrix, info), "protocol": heads[t][0].protocol}
             for t, cm in cms.items()}
 
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from celseg.ablation.runner import RunRecord
+from celseg.data.classes import load_classes
+from celseg.data.dataset import SegmentationDataset
+from celseg.data.transforms import denormalize
+from celseg.engine.predictor import Predictor
+from celseg.io.atomic import save_image
+from celseg.pseudo.report import format_table as pseudo_table
+from celseg.viz.overlay import legend_image, overlay, panel
 
 
 def _ms(cell: dict) -> str:
@@ -118,15 +128,10 @@ def per_class_unseen(records: list[RunRecord], protocol: str = "segmenter") -> s
     return "\n".join(lines)
 
 
-def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: int = 4) -> Path:
-    """Rows: validation images; columns: image, ground truth, each variant (first seed)."""
-    import torch
-
-    from celseg.data.classes import load_classes
-    from celseg.data.dataset import SegmentationDataset
-    from celseg.data.transforms import denormalize
-    from celseg.engine.predictor import Predictor
-    from celseg.viz.overlay import legend_image, overlay, panel
+def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: int = 4,
+           ensembles: tuple[bool, ...] = (True,)) -> Path:
+    """Rows: validation images; columns: image, ground truth, each variant (first seed) under
+    each protocol asked for (``ensembles``: False = the segmenter alone, True = the default)."""
 
     info = load_classes(data_root)
     dataset = SegmentationDataset(data_root, "val", view="full")
@@ -140,8 +145,9 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
     first: dict[str, RunRecord] = {}
     for rec in records:
         first.setdefault(rec.variant.key, rec)
-    for key, rec in first.items():
-        predictor = Predictor.from_checkpoint(rec.out_dir / "checkpoints" / "last.safetensors")
+    for (key, rec), ensemble in itertools.product(first.items(), ensembles):
+        predictor = Predictor.from_checkpoint(rec.out_dir / "checkpoints" / "last.safetensors",
+                                              ensemble=ensemble)
         with torch.no_grad():
             for row, img in zip(columns, images, strict=True):
                 label = predictor.segment(img, list(info.names))
@@ -155,9 +161,6 @@ def figure(records: list[RunRecord], data_root: str, out_png: Path, n_images: in
                      255, dtype=np.uint8)
     canvas[: sheet.height, : sheet.width] = np.asarray(sheet)
     canvas[sheet.height + 8:, : legend.shape[1]] = legend
-    from PIL import Image
-
-    from celseg.io.atomic import save_image
 
     return save_image(Image.fromarray(canvas), out_png)
 
@@ -227,7 +230,6 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
                   "Shares (%) of unseen-class ground-truth pixels by predicted class, under "
                   "each protocol.", "", diagnosis]
     if pseudo_report:
-        from celseg.pseudo.report import format_table as pseudo_table
 
         parts += ["", "## Pseudo-label quality (training split, against the hidden true labels)",
                   "", pseudo_table(pseudo_report)]

@@ -10,6 +10,11 @@ from pathlib import Path
 
 from celseg.ablation.variants import Variant
 from celseg.config import Config, apply_override
+from celseg.engine.checkpoint import has_checkpoint
+from celseg.engine.trainer import train
+from celseg.pseudo.generate import pseudo_label
+from celseg.pseudo.self_train import relabel_from_checkpoint
+from celseg.vlm.registry import load_vlm
 
 
 @dataclass
@@ -30,8 +35,6 @@ def ensure_pseudo_labels(vlm_name: str, data_root: str, out_dir: Path, threshold
     report = _read_json(out_dir / "report.json")
     if report is not None:
         return report
-    from celseg.pseudo.generate import pseudo_label
-    from celseg.vlm.registry import load_vlm
 
     vlm = load_vlm(vlm_name)
     return pseudo_label(vlm, data_root, out_dir, threshold, progress=progress)
@@ -42,8 +45,6 @@ def _train(cfg: Config, progress: bool) -> dict:
     if summary is not None:
         print(f"[ablation] cached: {cfg.train.out_dir}")
         return summary
-    from celseg.engine.checkpoint import has_checkpoint
-    from celseg.engine.trainer import train
 
     # an interrupted run resumes from its last checkpoint
     return train(cfg, resume=has_checkpoint(cfg.train.out_dir), progress=progress)
@@ -67,8 +68,11 @@ def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo_vlm: str, pseudo_threshold: float, self_train_threshold: float,
                  progress: bool = True, self_train_share: float = 0.5,
-                 report_only: bool = False) -> tuple[list[RunRecord], dict]:
+                 report_only: bool = False, seed_folders: bool = True
+                 ) -> tuple[list[RunRecord], dict]:
     """Train and evaluate every (variant, seed); returns the records and the pseudo-label report.
+
+    Runs live in ``OUT/VARIANT/seedS`` (``OUT/VARIANT`` with ``seed_folders=False``: one seed).
 
     ``report_only``: train nothing; collect the (variant, seed) runs that have finished (their
     metrics.json), so a report can cover variants run with different numbers of seeds.
@@ -85,7 +89,9 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
     records: list[RunRecord] = []
     for seed in seeds:
         for variant in variants:
-            run_dir = out_root / variant.key / f"seed{seed}"
+            run_dir = out_root / variant.key
+            if seed_folders:
+                run_dir = run_dir / f"seed{seed}"
             if report_only:
                 summary = _read_json(run_dir / "metrics.json")
                 if summary is not None:
@@ -111,7 +117,6 @@ def _self_train_labels(out_root: Path, seed: int, data_root: str, threshold: flo
     out = out_root / "selftrain_labels" / f"seed{seed}"
     if (out / "report.json").is_file():
         return out
-    from celseg.pseudo.self_train import relabel_from_checkpoint
 
     ckpt = out_root / "pseudo" / f"seed{seed}" / "checkpoints" / "last.safetensors"
     relabel_from_checkpoint(ckpt, data_root, out, threshold, progress=progress,

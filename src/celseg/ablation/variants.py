@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from celseg.errors import CelsegError
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -55,7 +57,6 @@ def select(keys: list[str] | None) -> tuple[Variant, ...]:
     known = {v.key: v for v in VARIANTS}
     unknown = [k for k in keys if k not in known]
     if unknown:
-        from celseg.errors import CelsegError
 
         raise CelsegError(f"unknown ablation variant(s) {unknown}; known: {', '.join(known)}")
     needed = set(keys)

@@ -1,52 +1,15 @@
 """``celseg evaluate --ckpt CKPT [-c EVAL.yaml] [--data DIR] [--out FILE.json]``: seen / unseen /
-hIoU.
+hIoU (:func:`celseg.engine.evaluate_checkpoint.evaluate_checkpoint`).
 
-Settings come from the checkpoint's config.yaml; ``-c`` overlays the ``data`` and ``eval`` keys
-written in a config file (and its ``base``), then ``--set data.*|eval.*``, then ``--data`` /
-``--split``. The file's other sections are ignored: the model is the checkpoint's.
+Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from celseg.commands.options import add_set_argument, flatten_overrides
-
-EVAL_SECTIONS = ("data", "eval")
-EVAL_SECTIONS_PREFIX = tuple(f"{s}." for s in EVAL_SECTIONS)
-
-
-def overlay_eval_config(cfg: Any, path: str | Path) -> Any:
-    """``cfg`` with the ``data`` / ``eval`` keys written in the config file at ``path`` (its
-    ``base`` first, then the file) applied; the whole file is validated as a config."""
-    from celseg.config import load_config
-
-    path = Path(path)
-    file_cfg = load_config(path)  # validates every key (and the base rule)
-    raw = yaml.safe_load(path.read_text()) or {}
-    layers = []
-    if isinstance(raw, dict) and "base" in raw:
-        base = yaml.safe_load((path.parent / str(raw["base"])).read_text()) or {}
-        layers.append(base)
-    layers.append(raw)
-    for section in EVAL_SECTIONS:
-        keys = [k for layer in layers for k in (layer.get(section) or {})]
-        if keys:
-            values = {k: getattr(getattr(file_cfg, section), k) for k in keys}
-            cfg = dataclasses.replace(
-                cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
-    return cfg
-
-
-def names_to_ids(class_info: Any, names: list[str]) -> tuple[int, ...]:
-    """Dataset ids of the ``names`` the dataset has (others are ignored)."""
-    wanted = set(names)
-    return tuple(i for i, n in enumerate(class_info.names) if n in wanted)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,58 +57,22 @@ def claim_output(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from celseg.config import apply_overrides
-    from celseg.data.classes import load_classes
-    from celseg.data.dataset import SegmentationDataset
-    from celseg.data.transforms import build_eval_transform
-    from celseg.engine.checkpoint import label_names, load_segmenter
-    from celseg.engine.distributed import resolve_device
-    from celseg.engine.evaluator import evaluate
-    from celseg.errors import CelsegError
-    from celseg.evaluation.metrics import format_table
-    from celseg.vlm.loading import class_text_embeddings
-
-    overrides = flatten_overrides(args.overrides)
-    for item in overrides:
-        if not item.startswith(EVAL_SECTIONS_PREFIX):
-            raise CelsegError(f"evaluate --set only takes eval.* or data.* keys, got {item!r}")
-    guard = claim_output(args)
-    device = resolve_device(args.device)
-    model, cfg = load_segmenter(args.ckpt, device)
-    if args.config:
-        cfg = overlay_eval_config(cfg, args.config)
-    cfg = apply_overrides(cfg, overrides)  # validated once, after the last one
-    data = dataclasses.replace(cfg.data, root=args.data or cfg.data.root)
-    class_info = load_classes(data.root)
-    dataset = SegmentationDataset(
-        data.root, args.split or data.val_split, transform=build_eval_transform(data),
-        view="full", max_items=args.max_images, class_info=class_info,
+    from celseg.engine.evaluate_checkpoint import (
+        check_overrides,
+        evaluate_checkpoint,
+        format_evaluation,
     )
-    text_emb = class_text_embeddings(args.vlm or cfg.model.vlm, list(class_info.names), device)
-    labelled, pseudo = label_names(args.ckpt, cfg)
-    summary = evaluate(model, dataset, text_emb, class_info, cfg.eval, device,
-                       progress=not args.no_progress, vlm=args.vlm or cfg.model.vlm,
-                       labelled_ids=names_to_ids(class_info, labelled),
-                       pseudo_ids=names_to_ids(class_info, pseudo))
-    summary["checkpoint"] = str(args.ckpt)
-    if args.config:
-        summary["config"] = str(args.config)
-    summary["data"] = str(data.root)
-    print(format_table(summary, title=f"{args.ckpt} on {data.root} "
-                                      f"(protocol: {summary['protocol']})"))
-    for name, other in summary["protocols"].items():
-        if name != summary["protocol"]:
-            print(f"  {name:>9}: seen {other['miou_seen']:.1f}  unseen {other['miou_unseen']:.1f}"
-                  f"  hIoU {other['hiou']:.1f}")
-    if "unseen_as_background" in summary:
-        print(f"unseen pixels voted no-object: {summary['unseen_as_background']:.1f}%  "
-              f"(seen: {summary['seen_as_background']:.1f}%)")
-    if guard is not None:
-        from celseg.engine.logger import _jsonable
-        from celseg.io.atomic import write_json
+    from celseg.engine.logger import write_json
+    from celseg.viz.charts import per_class_beside
 
-        out = write_json(args.out, _jsonable(summary))
+    overrides = check_overrides(flatten_overrides(args.overrides))
+    guard = claim_output(args)
+    summary = evaluate_checkpoint(args.ckpt, args.config, overrides,
+                                  args.data, args.split, args.vlm, args.device, args.max_images,
+                                  progress=not args.no_progress)
+    print(format_evaluation(summary))
+    if guard is not None:
+        out = write_json(args.out, summary)
         guard.record(out)
-        from celseg.viz.charts import per_class_beside
         per_class_beside(summary, out)  # NAME_per_class.png; a warning if it cannot be drawn
     return 0

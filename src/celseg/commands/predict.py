@@ -2,6 +2,8 @@
 
 Any vocabulary works: the class names are embedded by the run's vision-language model (or
 ``--vlm``) and the checkpoint classifies proposals against them.
+
+Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``celseg pretrain-vlm``: train the offline default VLM (LiT) on a dataset's caption split."""
+"""``celseg pretrain-vlm``: train the offline default VLM (LiT) on a dataset's caption split.
+
+Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
+"""
 
 from __future__ import annotations
 

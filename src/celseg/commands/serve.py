@@ -2,6 +2,8 @@
 the class names typed into it (Gradio, from the ``demo`` extra: ``pip install -e ".[demo]"``).
 
 Inference is :class:`celseg.engine.predictor.Predictor`, as in ``celseg predict``.
+
+Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``celseg show``: a contact sheet of dataset samples (image | ground truth) with a legend."""
+"""``celseg show``: a contact sheet of dataset samples (image | ground truth) with a legend.
+
+Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Single process, or several under ``torchrun`` (``torchrun --nproc_per_node N -m celseg train
 ...``): the process group is read from the environment.
+
+Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from celseg.data.batching import MAX_LABEL, label_ignore_index
 from celseg.data.classes import ClassInfo, load_classes
 from celseg.data.transforms import normalize
 from celseg.errors import DataError
@@ -17,26 +18,6 @@ from celseg.io.images import open_image, open_rgb
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 VIEWS = ("full", "zero_shot")
-DEFAULT_IGNORE = 255
-MAX_LABEL = 65535  # labels are 8- or 16-bit PNGs
-
-
-def label_ignore_index(class_info: ClassInfo) -> int:
-    """Ignore value of label tensors for a dataset with these classes.
-
-    255 while every class id fits below it (<= 255 classes: 8-bit data, the value the losses and
-    the trainer assume); otherwise the dataset's own ``class_info.ignore_index`` (65535 for the
-    16-bit Context-459 / ADE20K-847 conversions), which must not be a class id.
-    """
-    if class_info.num_classes <= DEFAULT_IGNORE:
-        return DEFAULT_IGNORE
-    ignore = int(class_info.ignore_index)
-    if 0 <= ignore < class_info.num_classes or ignore > MAX_LABEL:
-        raise DataError(f"ignore_index {ignore} of a {class_info.num_classes}-class dataset "
-                        f"must lie in {class_info.num_classes}..{MAX_LABEL}")
-    return ignore
-
-
 def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB; a missing, unreadable or oversized file raises DataError naming it."""
     return np.asarray(open_rgb(path))
@@ -60,7 +41,8 @@ class SegmentationDataset(Dataset):
     one the image is only normalised. ``view="zero_shot"`` maps unseen ids to ignore.
     Labels may be 8-bit or 16-bit PNGs; the file's ignore value (``class_info.ignore_index``)
     becomes ``self.ignore_index``: 255 for <= 255 classes, else ``class_info.ignore_index``
-    (see :func:`label_ignore_index`); batch with ``collate(..., ignore_index=...)``.
+    (see :func:`celseg.data.batching.label_ignore_index`); batch with
+    ``celseg.data.batching.collate(..., ignore_index=...)``.
     With ``skip_bad`` a bad sample is counted in ``skipped`` (reasons in ``bad``) and the next
     good one is returned; the count is per process when DataLoader workers are used.
     """
@@ -178,17 +160,3 @@ class SegmentationDataset(Dataset):
             img = normalize(img)
         return img, lbl, meta
 
-
-def collate(batch: list, ignore_index: int = DEFAULT_IGNORE
-            ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """Stack samples into (B, 3, H, W), (B, H, W), metas; pads images with 0 and labels with
-    ``ignore_index`` (pass ``dataset.ignore_index``: 255 unless the dataset has > 255 classes,
-    e.g. ``functools.partial(collate, ignore_index=dataset.ignore_index)``)."""
-    h = max(b[0].shape[-2] for b in batch)
-    w = max(b[0].shape[-1] for b in batch)
-    images = batch[0][0].new_zeros((len(batch), 3, h, w))
-    labels = torch.full((len(batch), h, w), ignore_index, dtype=torch.long)
-    for k, (img, lbl, _) in enumerate(batch):
-        images[k, :, : img.shape[-2], : img.shape[-1]] = img
-        labels[k, : lbl.shape[-2], : lbl.shape[-1]] = lbl
-    return images, labels, [b[2] for b in batch]

@@ -16,6 +16,7 @@ containers and is read with ``torch.load(weights_only=True)``; a damaged file of
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from celseg.config import Config, load_config
-from celseg.errors import ModelLoadError, OutputError
+from celseg.data.classes import load_classes
+from celseg.engine.vocab import label_sources
+from celseg.errors import CelsegError, ModelLoadError, OutputError
+from celseg.io.atomic import atomic_paths
+from celseg.models.build import build_segmenter
 
 WEIGHTS_NAME = "last.safetensors"
 STATE_NAME = "last.state.pt"
@@ -44,7 +49,6 @@ def has_checkpoint(out_dir: str | Path) -> bool:
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str]) -> None:
     """Write ``model.state_dict()`` as safetensors, atomically."""
-    from celseg.io.atomic import atomic_paths
 
     with atomic_paths(path) as (tmp,):
         save_file(_cpu_tensors(model), str(tmp), metadata=metadata)
@@ -62,7 +66,6 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, state: dict[str, Any]
     ``state`` must contain only tensors, numbers, strings and containers of them (the
     optimiser / scheduler ``state_dict()``s qualify).
     """
-    from celseg.io.atomic import atomic_paths
 
     weights_path, state_path = checkpoint_paths(out_dir)
     tensors = _cpu_tensors(model)
@@ -188,7 +191,6 @@ def load_segmenter(ckpt_path: str | Path, device: str | torch.device = "cpu"
     weights, so that folder must still hold a model of the same architecture, not the same
     weights.
     """
-    from celseg.models.build import build_segmenter
 
     weights, config_path = resolve_checkpoint(ckpt_path)
     cfg = _with_legacy_defaults(load_config(config_path), config_path)
@@ -213,16 +215,11 @@ def label_names(ckpt_path: str | Path, cfg: Config) -> tuple[list[str], list[str
     """(class names with ground-truth labels, names with only pseudo labels) in the run's
     training data: from the checkpoint's metadata, else worked out from its dataset (older
     checkpoints), else ([], []) when neither is available (every name then counts as unseen)."""
-    import json
-
-    from celseg.errors import CelsegError
 
     weights, _ = resolve_checkpoint(ckpt_path)
     meta = read_metadata(weights)
     if "labelled_names" in meta:
         return json.loads(meta["labelled_names"]), json.loads(meta.get("pseudo_names", "[]"))
-    from celseg.data.classes import load_classes
-    from celseg.engine.vocab import label_sources
 
     try:
         info = load_classes(cfg.data.root)

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from celseg.io.atomic import write_json as _write_json_atomic
+
 
 class RunLogger:
     """Appends records to a JSONL file; mirrors scalars to TensorBoard if it can be imported.
@@ -36,7 +38,7 @@ class RunLogger:
 
     def log(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+            f.write(json.dumps(jsonable(record)) + "\n")
         if self._tb is not None and "step" in record:
             for key, value in _flatten(record).items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -62,13 +64,19 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with tensors and numpy scalars as numbers, tuples as lists, NaN / inf as None."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if hasattr(obj, "item"):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` (through :func:`jsonable`) as indented JSON, atomically."""
+    return _write_json_atomic(path, jsonable(obj))

@@ -7,6 +7,7 @@ appear).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+from celseg.data.batching import pad_batch
 from celseg.data.classes import default_color
-from celseg.engine.evaluator import pad_batch
+from celseg.data.transforms import normalize, to_unit_rgb
+from celseg.engine.checkpoint import label_names, load_segmenter
+from celseg.engine.protocol import build_inference, choose_protocol
 from celseg.errors import DataError
+from celseg.io.atomic import save_image
 from celseg.io.images import open_rgb
+from celseg.models.inference import calibrate
+from celseg.viz.overlay import legend_image, overlay
+from celseg.vlm.cache import text_embeddings
+from celseg.vlm.loading import has_image_tower, load_vlm_cached
 
 
 def parse_class_names(text: str) -> list[str]:
@@ -55,9 +64,6 @@ class Predictor:
     def __init__(self, model: nn.Module, text_vlm: Any, eval_cfg: Any, image_vlm: Any = None,
                  labelled_names: list[str] | None = None, pseudo_names: list[str] | None = None,
                  cache_dir: str | Path | None = None) -> None:
-        from celseg.engine.protocol import choose_protocol
-        from celseg.vlm.loading import has_image_tower
-
         self.model = model.eval()
         self.text_vlm = text_vlm
         self.image_vlm = image_vlm
@@ -75,10 +81,6 @@ class Predictor:
                         cache_dir: str | Path | None = None) -> Predictor:
         """Load a run; ``vlm`` overrides its model.vlm (text space and image path);
         ``ensemble=False`` gives the segmenter alone."""
-        import dataclasses
-
-        from celseg.engine.checkpoint import label_names, load_segmenter
-        from celseg.vlm.loading import load_vlm_cached
 
         model, cfg = load_segmenter(ckpt, device)
         text_vlm = load_vlm_cached(vlm or cfg.model.vlm)
@@ -94,7 +96,6 @@ class Predictor:
 
     def path(self, class_names: list[str]) -> Any:
         """The inference path for this vocabulary (built once per vocabulary)."""
-        from celseg.engine.protocol import build_inference
 
         key = tuple(class_names)
         if key not in self._paths:
@@ -109,8 +110,6 @@ class Predictor:
         return self._paths[key]
 
     def text_embeddings(self, class_names: list[str]) -> torch.Tensor:
-        from celseg.vlm.cache import text_embeddings
-
         return text_embeddings(self.text_vlm, list(class_names), cache_dir=self.cache_dir)
 
     @torch.no_grad()
@@ -122,7 +121,6 @@ class Predictor:
     @torch.no_grad()
     def probs_batch(self, images01: torch.Tensor, class_names: list[str]) -> torch.Tensor:
         """(B,V,H,W) class probabilities for (B,3,H,W) RGB images in [0, 1]."""
-        from celseg.data.transforms import normalize, to_unit_rgb
 
         h, w = images01.shape[-2:]
         x, _ = pad_batch(normalize(images01))  # padded as in evaluation, the VLM sees the same
@@ -134,7 +132,6 @@ class Predictor:
     @torch.no_grad()
     def segment(self, image: np.ndarray, class_names: list[str]) -> np.ndarray:
         """(H,W) uint8 positions in ``class_names`` for an (H,W,3) uint8 image."""
-        from celseg.models.inference import calibrate
 
         path = self.path(class_names)
         probs = self.probs(image, class_names)[None]
@@ -151,8 +148,6 @@ def output_paths(out_dir: str | Path, image_path: str | Path) -> tuple[Path, Pat
 def predict_images(predictor: Predictor, paths: list[str | Path], class_names: list[str],
                    out_dir: str | Path, max_size: int = 0, alpha: float = 0.5) -> list[Path]:
     """Write a label PNG and an overlay per image (atomically); returns the label PNG paths."""
-    from celseg.io.atomic import save_image
-    from celseg.viz.overlay import legend_image, overlay
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,14 @@ from torch import nn
 from celseg.config import EvalConfig
 from celseg.errors import CelsegError
 from celseg.models.inference import OOVBranch, SemanticInference, class_weights
-from celseg.vlm.loading import has_image_tower
+from celseg.models.two_stage import crop_ensemble
+from celseg.vlm.cache import text_embeddings
+from celseg.vlm.loading import has_image_tower, load_vlm_cached
 
 
 def resolve_vlm(vlm: Any, device: torch.device | str) -> Any:
     """A loaded VisionLanguageModel, or a name / folder loaded (memoised) and moved to device."""
     if isinstance(vlm, str):
-        from celseg.vlm.loading import load_vlm_cached
 
         vlm = load_vlm_cached(vlm)
     return vlm.to(device) if vlm is not None else None
@@ -59,7 +60,6 @@ def build_inference(model: nn.Module, eval_cfg: EvalConfig, vocab_names: list[st
     ``seen_positions`` take the seen-class calibration; ``unseen_positions`` the two-stage weights
     (default: positions not in ``labelled_names``).
     """
-    from celseg.vlm.cache import text_embeddings
 
     shared = bool(getattr(model, "vlm_tower_is_shared", False))
     vlm = resolve_vlm(vlm or None, device)
@@ -105,8 +105,6 @@ class CropClassifier:
 
     def __call__(self, outputs: dict, images01: torch.Tensor, p_in: torch.Tensor
                  ) -> torch.Tensor:
-        from celseg.models.two_stage import crop_ensemble
-
         return crop_ensemble(p_in, images01, outputs["pred_masks"], self.vlm, self.text_emb,
                              self.unseen, self.cfg.clip_weight_seen,
                              self.cfg.clip_weight_unseen, self.cfg.two_stage_crop_size)

@@ -21,10 +21,13 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from celseg.data.classes import load_classes
+from celseg.data.dataset import SegmentationDataset
 from celseg.errors import DataError
 from celseg.io.atomic import save_image, write_json
 from celseg.pseudo import dense
 from celseg.pseudo.report import PseudoLabelStats, summarize
+from celseg.vlm.cache import text_embeddings
 
 ScoreFn = Callable[[Tensor], Tensor]  # images (1, 3, H, W) in [0, 1] -> probs (1, C, H, W)
 
@@ -110,7 +113,6 @@ def write_labels(score_fn: ScoreFn, data_root: str | Path, out_dir: str | Path, 
     (:func:`class_balanced_thresholds`, one extra pass over the split). Returns the report dict
     (also written to ``OUT/report.json``).
     """
-    from celseg.data.dataset import SegmentationDataset
 
     check_out_dir(data_root, out_dir)
     if not 0.0 <= threshold <= 1.0:
@@ -183,11 +185,9 @@ def pseudo_label(
     encoded with ``templates`` (None: the VLM's default prompt ensemble) through the disk cache.
     The dense options are those of ``celseg.pseudo.dense``. Returns the report dict.
     """
-    from celseg.data.classes import load_classes
 
     info = load_classes(data_root)
     if text_emb is None:
-        from celseg.vlm.cache import text_embeddings
 
         text_emb = text_embeddings(vlm, list(info.names), templates, cache_dir=cache_dir)
     if text_emb.shape[0] != info.num_classes:

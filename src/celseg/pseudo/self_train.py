@@ -17,6 +17,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from celseg.data.classes import load_classes
+from celseg.engine.predictor import Predictor
 from celseg.pseudo.generate import write_labels
 
 
@@ -25,7 +27,6 @@ def relabel(predictor: object, data_root: str | Path, out_dir: str | Path,
             max_items: int = 0, class_share: float = 0.0, settings: dict | None = None) -> dict:
     """Write self-training labels for ``split`` with a ``celseg.engine.predictor.Predictor``
     (its inference path: the ensemble when its VLM sees); returns the report dict."""
-    from celseg.data.classes import load_classes
 
     names = list(load_classes(data_root).names)
 
@@ -44,7 +45,6 @@ def relabel_from_checkpoint(ckpt: str | Path, data_root: str | Path, out_dir: st
                             progress: bool = True, max_items: int = 0,
                             class_share: float = 0.0, ensemble: bool = True) -> dict:
     """Load a segmenter checkpoint (and the VLM its config names) and relabel."""
-    from celseg.engine.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(ckpt, device, ensemble=ensemble, cache_dir=cache_dir)
     return relabel(predictor, data_root, out_dir, threshold, split=split, progress=progress,

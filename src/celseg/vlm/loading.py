@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 
+from celseg.engine import distributed
 from celseg.vlm.base import VisionLanguageModel
+from celseg.vlm.cache import text_embeddings
+from celseg.vlm.registry import load_vlm, resolve_name
 
 
 def load_vlm_cached(name: str) -> Any:
     """``load_vlm`` memoised per process (keyed by name and weight-file time), on CPU."""
-    from celseg.vlm.registry import resolve_name
 
     path = Path(resolve_name(name)).expanduser()
     stamp = max((f.stat().st_mtime for f in path.glob("*")), default=0.0) if path.is_dir() else 0
@@ -22,8 +24,6 @@ def load_vlm_cached(name: str) -> Any:
 
 @lru_cache(maxsize=2)
 def _load_vlm(name: str, stamp: float) -> Any:
-    from celseg.vlm.registry import load_vlm
-
     return load_vlm(name)
 
 
@@ -33,8 +33,6 @@ def class_text_embeddings(vlm_name: str, names: list[str], device: torch.device 
 
     Under torch.distributed rank 0 fills the cache first so ranks never race on it.
     """
-    from celseg.engine import distributed
-    from celseg.vlm.cache import text_embeddings
 
     def compute() -> torch.Tensor:
         with torch.no_grad():
