@@ -161,11 +161,12 @@ def confusion_matrices(model: nn.Module, dataset: Dataset, emb: torch.Tensor,
     loader = DataLoader(_shard(dataset), batch_size=eval_cfg.batch_size, shuffle=False,
                         collate_fn=functools.partial(collate, ignore_index=ignore))
     was_training = model.training
+    vocab_on_device = vocab_ids.to(device)
     model.eval()
     try:
         for images, labels, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
             images, labels = pad_batch(images, labels, ignore_index=ignore)
-            images = images.to(device)
+            images, labels_on_device = images.to(device), labels.to(device)
             size = tuple(labels.shape[-2:])
             outputs = None if eval_cfg.sliding_window else model(images, emb)
             for path, named in groups.values():
@@ -175,7 +176,7 @@ def confusion_matrices(model: nn.Module, dataset: Dataset, emb: torch.Tensor,
                 else:
                     preds = path.labels(outputs, to_unit_rgb(images), size, protocols)
                 for name, protocol in named:
-                    cms[name].update(vocab_ids[preds[protocol].cpu()], labels)
+                    cms[name].update(vocab_on_device[preds[protocol]], labels_on_device)
             if count_bg:
                 bg_counts += _background_counts(outputs, labels, id_is_seen, ignore,
                                                 class_info.num_classes)

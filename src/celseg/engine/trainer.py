@@ -143,10 +143,11 @@ def _loop(run: TrainingRun, stop: int, logger: RunLogger | None, stop_request: S
         epoch, offset = divmod(run.step, run.batches_per_epoch)
         for images, labels, _ in _epoch_loader(run, epoch, offset):
             images, labels = pad_batch(images, labels, ignore_index=run.ignore_index)
-            images, labels = images.to(run.device), labels.to(run.device)
+            images = images.to(run.device)  # labels move inside the step, after the targets
             terms = _train_step(run.train_model, run.criterion, run.optimizer, run.scaler,
                                 images, labels, run.lut, run.train_emb, run.rank_emb,
                                 run.rank_index, tc.grad_clip, run.use_amp, run.ignore_index)
+            # terms stay on the device; they are read (one transfer) only when logged
             run.scheduler.step()
             run.step += 1
             meter.add(terms["loss"], images.shape[0] * run.dist.world_size, run.step)
@@ -181,31 +182,43 @@ def _epoch_loader(run: TrainingRun, epoch: int, offset: int) -> DataLoader:
 
 
 class _Meter:
-    """Exponential moving average of the loss and images per second since the last log."""
+    """Exponential moving average of the loss and images per second since the last log.
+
+    The average is a tensor on the training device, so adding a step costs no transfer; it is
+    read, and checked to be finite, when logged (``check``)."""
 
     def __init__(self) -> None:
-        self.ema_loss: float | None = None
+        self.ema: torch.Tensor | None = None
+        self.ema_loss = float("nan")
+        self.checked_step = 0
         self.restart()
 
     def restart(self) -> None:
         self.t_last, self.n_last = time.perf_counter(), 0
 
-    def add(self, loss: float, images: int, step: int) -> None:
-        if not math.isfinite(loss):
-            raise CelsegError(f"loss became {loss} at step {step}; lower train.lr or check the "
-                              "data")
+    def add(self, loss: torch.Tensor, images: int, step: int) -> None:
         self.n_last += images
-        self.ema_loss = loss if self.ema_loss is None else 0.9 * self.ema_loss + 0.1 * loss
+        # a non-finite step poisons the average until it is checked
+        self.ema = loss if self.ema is None else 0.9 * self.ema + 0.1 * loss
+
+    def check(self, step: int) -> None:
+        """Read the average; a NaN or infinite loss since the last check is an error."""
+        self.ema_loss = float(self.ema) if self.ema is not None else float("nan")
+        if not math.isfinite(self.ema_loss):
+            raise CelsegError(f"loss became {self.ema_loss} between steps {self.checked_step + 1}"
+                              f" and {step}; lower train.lr or check the data")
+        self.checked_step = step
 
     def images_per_second(self) -> float:
         return self.n_last / max(time.perf_counter() - self.t_last, 1e-9)
 
 
 def _log_step(run: TrainingRun, logger: RunLogger | None, bar: tqdm, meter: _Meter,
-              terms: dict[str, float], epoch: int) -> None:
+              terms: dict[str, torch.Tensor], epoch: int) -> None:
     """Loss terms averaged over ranks, learning rate and throughput: to the bar and the log."""
     img_s = meter.images_per_second()
-    terms = distributed.all_reduce_mean(terms, run.device)
+    meter.check(run.step)
+    terms = distributed.all_reduce_mean(_to_floats(terms), run.device)
     bar.set_postfix(loss=f"{meter.ema_loss:.3f}", img_s=f"{img_s:.1f}")
     if logger is not None:
         logger.log({"step": run.step, "epoch": epoch,
@@ -230,13 +243,18 @@ def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.O
                 scaler: torch.amp.GradScaler, images: torch.Tensor, labels: torch.Tensor,
                 lut: torch.Tensor, text_emb: torch.Tensor, rank_emb: torch.Tensor | None,
                 rank_index: torch.Tensor | None, grad_clip: float, use_amp: bool,
-                ignore_index: int) -> dict[str, float]:
-    """One optimiser step. images (B,3,H,W) normalised; labels (B,H,W) dataset ids.
+                ignore_index: int) -> dict[str, torch.Tensor]:
+    """One optimiser step. images (B,3,H,W) normalised, on the device; labels (B,H,W) dataset
+    ids, on the host: the per-image segments (a data-dependent shape) are found there, and
+    everything after that stays on the device, except the matcher's assignment.
 
-    Returns every weighted loss term and their sum ``loss`` as floats.
+    Returns every weighted loss term and their sum ``loss``, detached, on the device.
     """
+    device = images.device
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()}
+               for t in labels_to_targets(labels, lut, ignore_index=ignore_index)]
+    labels = labels.to(device, non_blocking=True)
     labels_vocab = labels_to_vocab(labels, lut, ignore_index)  # (B,H,W) vocabulary indices
-    targets = labels_to_targets(labels, lut, ignore_index=ignore_index)
     with _autocast(images.device, use_amp):
         outputs = model(images, text_emb)
     losses = criterion(_to_float(outputs), targets, labels_vocab, rank_emb, rank_index)
@@ -249,4 +267,11 @@ def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.O
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+    return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+
+
+def _to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One device-to-host transfer for every logged term."""
+    keys = list(terms)
+    values = torch.stack([terms[k].float() for k in keys]).tolist()
+    return dict(zip(keys, values, strict=True))

@@ -64,7 +64,8 @@ class TrainingRun:
     vocab: Vocabulary
     labelled_ids: tuple[int, ...]  # dataset ids with ground-truth labels in training
     pseudo_ids: tuple[int, ...]  # dataset ids trained only on pseudo labels
-    lut: torch.Tensor  # (256,) dataset id -> vocabulary index, -1 outside the vocabulary
+    lut: torch.Tensor  # (256,) dataset id -> vocabulary index, -1 outside; on the host (the
+    # step finds segments on the host labels; a host lut reaches the device without a sync)
     ignore_index: int
     train_set: SegmentationDataset
     val_set: SegmentationDataset
@@ -132,7 +133,7 @@ def build_run(cfg: Config, dist: DistInfo) -> TrainingRun:
             find_unused_parameters=True,
         )
     return TrainingRun(cfg, dist, Path(tc.out_dir), class_info, vocab, labelled_ids, pseudo_ids,
-                       vocab.lut().to(device), label_ignore_index(class_info), train_set,
+                       vocab.lut(), label_ignore_index(class_info), train_set,
                        val_set, sampler, batches_per_epoch, all_emb, train_emb, rank_emb,
                        rank_index, model, train_model, criterion, optimizer, scheduler, scaler,
                        use_amp)

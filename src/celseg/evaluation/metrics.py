@@ -21,7 +21,10 @@ from celseg.data.classes import ClassInfo
 
 
 class ConfusionMatrix:
-    """Accumulates a (C, C) int64 confusion matrix, rows = ground truth, columns = prediction."""
+    """Accumulates a (C, C) int64 confusion matrix, rows = ground truth, columns = prediction.
+
+    The matrix lives on the device of the predictions it is given (it moves there on the first
+    update), so evaluation on a GPU never copies label maps to the host."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         if num_classes <= 0:
@@ -39,22 +42,26 @@ class ConfusionMatrix:
             raise ValueError(
                 f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
             )
-        pred = pred.reshape(-1).to(torch.int64).cpu()
-        target = target.reshape(-1).to(torch.int64).cpu()
-        valid = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
-        pred, target = pred[valid], target[valid]
-        if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= self.num_classes):
-            bad = pred[(pred < 0) | (pred >= self.num_classes)][0].item()
-            raise ValueError(f"predicted class id {bad} outside [0, {self.num_classes})")
+        pred = pred.reshape(-1).to(torch.int64)
+        target = target.reshape(-1).to(device=pred.device, dtype=torch.int64)
+        if self.matrix.device != pred.device:
+            self.matrix = self.matrix.to(pred.device)
         n = self.num_classes
-        self.matrix += torch.bincount(target * n + pred, minlength=n * n).reshape(n, n)
+        valid = (target != self.ignore_index) & (target >= 0) & (target < n)
+        out_of_range = valid & ((pred < 0) | (pred >= n))
+        if bool(out_of_range.any()):
+            bad = pred[out_of_range][0].item()
+            raise ValueError(f"predicted class id {bad} outside [0, {n})")
+        # skipped pixels go to one extra bin, dropped after counting (no boolean indexing)
+        index = torch.where(valid, target * n + pred, torch.full_like(pred, n * n))
+        self.matrix += torch.bincount(index, minlength=n * n + 1)[: n * n].reshape(n, n)
 
     def merge(self, other: ConfusionMatrix) -> None:
         if other.num_classes != self.num_classes:
             raise ValueError(
                 f"cannot merge {other.num_classes}-class into {self.num_classes}-class"
             )
-        self.matrix += other.matrix
+        self.matrix += other.matrix.to(self.matrix.device)
 
     def all_reduce(self) -> None:
         """Sum the matrix over all processes of an initialised ``torch.distributed`` group."""

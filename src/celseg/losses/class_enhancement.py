@@ -1,4 +1,4 @@
-"""Background-free class enhancement loss, pixel-level part (issue 5, section 1 b).
+"""Background-free class enhancement loss, pixel-level part: a focal loss on the aggregated map.
 
 Notation: query q has class logits z_q over the vocabulary and mask logits M_q.
 
@@ -51,9 +51,9 @@ def pixel_focal_loss(
         )
     probs = scores / (scores.sum(1, keepdim=True) + eps)  # (B,C,...)
     valid = labels_vocab != ignore_index
-    if not valid.any():
-        return probs.sum() * 0.0
     index = torch.where(valid, labels_vocab, torch.zeros_like(labels_vocab))
-    p_true = probs.gather(1, index[:, None]).squeeze(1)[valid]  # (N,) over labelled pixels
+    p_true = probs.gather(1, index[:, None]).squeeze(1)  # (B,...) at every pixel or point
     loss = -((1 - p_true) ** gamma) * p_true.clamp_min(eps).log()
-    return loss.mean()
+    # mean over labelled pixels (0 when there is none), without a data-dependent shape
+    weight = valid.to(loss.dtype)
+    return (loss * weight).sum() / weight.sum().clamp_min(1.0)

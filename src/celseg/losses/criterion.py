@@ -5,7 +5,8 @@ Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
 - ``loss_ce``: baseline mode: cross-entropy over C+1 columns for every query; matched queries
   target their class, unmatched ones the no-object column, whose class weight is
   ``no_object_weight`` (weighted mean, as in DETR/MaskFormer). Background-free ("ce") mode:
-  cross-entropy over the C vocabulary columns for matched queries only (issue 5, 1 a).
+  cross-entropy over the C vocabulary columns for matched queries only: with no background
+  column there is nothing to push unmatched queries towards, so they get no class target.
 - ``loss_mask`` / ``loss_dice``: sigmoid BCE and dice of matched (query, segment) pairs, summed
   and divided by the number of ground-truth segments in the batch; ignore pixels excluded. Read
   at ``num_points`` importance-sampled points per pair (Mask2Former), or at every pixel.
@@ -40,6 +41,9 @@ from celseg.losses.matcher import HungarianMatcher, pad_targets
 from celseg.losses.ranking import ranking_loss
 
 TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank")
+# LossConfig fields that SetCriterion takes under the same name
+SETTINGS = ("no_object_weight", "num_points", "oversample_ratio", "importance_sample_ratio",
+            "aux_loss", "pixel_gamma", "ranking_kind", "ranking_tau", "ranking_margin")
 
 
 class SetCriterion(nn.Module):
@@ -51,7 +55,7 @@ class SetCriterion(nn.Module):
         no_object_weight: baseline class weight of the no-object column.
         num_points: points per mask for the mask terms and per image for the pixel term,
             capped at the predicted mask's pixels (0: every pixel of the target).
-        oversample_ratio, importance_ratio: importance sampling of the mask terms' points
+        oversample_ratio, importance_sample_ratio: importance sampling of the mask terms' points
             (``mask_terms.importance_coords``).
         aux_loss: also compute the terms for ``outputs["aux_outputs"]``.
         pixel_gamma: focal gamma of ``loss_pixel``.
@@ -66,7 +70,7 @@ class SetCriterion(nn.Module):
         no_object_weight: float = 0.1,
         num_points: int = 0,
         oversample_ratio: float = 3.0,
-        importance_ratio: float = 0.75,
+        importance_sample_ratio: float = 0.75,
         aux_loss: bool = True,
         pixel_gamma: float = 2.0,
         ranking_kind: str = "listwise",
@@ -86,7 +90,7 @@ class SetCriterion(nn.Module):
         self.no_object_weight = no_object_weight
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
-        self.importance_ratio = importance_ratio
+        self.importance_sample_ratio = importance_sample_ratio
         self.aux_loss = aux_loss
         self.pixel_gamma = pixel_gamma
         self.ranking_kind = ranking_kind
@@ -216,7 +220,8 @@ class SetCriterion(nn.Module):
                                  align_corners=False)[:, 0].flatten(1)
             tgt, weights = tgt.flatten(1), keep.flatten(1).float()
         else:
-            coords = importance_coords(src, count, self.oversample_ratio, self.importance_ratio)
+            coords = importance_coords(src, count, self.oversample_ratio,
+                                       self.importance_sample_ratio)
             pred = read_bilinear(src[:, None], coords)[:, 0]
             tgt = read_nearest(tgt[:, None], coords)[:, 0]
             weights = read_nearest(keep[:, None], coords)[:, 0].float()
@@ -272,17 +277,5 @@ def build_criterion(cfg: LossConfig, has_background: bool) -> SetCriterion:
         "loss_pixel": cfg.pixel_weight,
         "loss_rank": cfg.ranking_weight,
     }
-    return SetCriterion(
-        matcher,
-        weights,
-        has_background,
-        no_object_weight=cfg.no_object_weight,
-        num_points=cfg.num_points,
-        oversample_ratio=cfg.oversample_ratio,
-        importance_ratio=cfg.importance_sample_ratio,
-        aux_loss=cfg.aux_loss,
-        pixel_gamma=cfg.pixel_gamma,
-        ranking_kind=cfg.ranking_kind,
-        ranking_tau=cfg.ranking_tau,
-        ranking_margin=cfg.ranking_margin,
-    )
+    options = {name: getattr(cfg, name) for name in SETTINGS}
+    return SetCriterion(matcher, weights, has_background, **options)

@@ -1,4 +1,4 @@
-"""Ranking class enhancement loss (issue 5, section 2).
+"""Ranking class enhancement loss.
 
 For a matched query q with unit class embedding e_q and true class y, over a ranked set of
 classes with unit text embeddings t_c (the training vocabulary, or every class name including
@@ -39,10 +39,10 @@ def ranking_loss(
     text = rank_text_emb.to(class_embed.dtype)
     sims = class_embed @ text.T  # (N,R) s_qc
     text_sims = text[target_rows] @ text.T  # (N,R) cos(t_y, t_c)
-    keep = torch.ones(n, r, dtype=torch.bool, device=sims.device)
-    keep[torch.arange(n, device=sims.device), target_rows] = False
-    sims = sims[keep].view(n, r - 1)  # drop the true class, order of the rest kept
-    text_sims = text_sims[keep].view(n, r - 1)
+    # drop the true class, order of the rest kept (a gather: no data-dependent shape)
+    others = torch.arange(r - 1, device=sims.device).expand(n, -1)
+    others = others + (others >= target_rows.to(sims.device)[:, None]).long()
+    sims, text_sims = sims.gather(1, others), text_sims.gather(1, others)
     if kind == "listwise":
         target = (text_sims / tau).softmax(-1)
         log_p = (logit_scale * sims).log_softmax(-1)

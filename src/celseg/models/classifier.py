@@ -1,6 +1,6 @@
 """Open-vocabulary classification of query features against frozen text embeddings.
 
-Notation (issue 5): e_q = normalise(W f_q) is the query's class embedding in the text space,
+Notation: e_q = normalise(W f_q) is the query's class embedding in the text space,
 t_c the text embedding of class c, s_qc = cos(e_q, t_c), z_qc = scale * s_qc. The scale is
 learned as its log (init ``logit_scale_init``, 100 as in the peers). In baseline mode a learnable
 background (no-object) embedding b is appended as the last column: z_q,C = scale * cos(e_q, b).

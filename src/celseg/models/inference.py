@@ -183,18 +183,18 @@ def _taps(out_len: int, in_len: int, device: torch.device) -> tuple[Tensor, Tens
 
 
 def semantic_map(outputs: dict, out_size: tuple[int, int],
-                 seen_ids: list[int] | Tensor | None = None, calibration: float = 0.0,
+                 seen_positions: list[int] | Tensor | None = None, calibration: float = 0.0,
                  has_background: bool | None = None) -> Tensor:
     """The segmenter alone: (B,H,W) vocabulary positions from ``Segmenter.forward`` outputs.
 
-    ``seen_ids`` are vocabulary positions; ``has_background`` defaults to pred_logits having one
+    ``seen_positions`` are vocabulary positions; ``has_background`` defaults to pred_logits having one
     column more than ``outputs["text_emb"]``.
     """
     logits = outputs["pred_logits"]
     if has_background is None:
         has_background = logits.shape[-1] == outputs["text_emb"].shape[0] + 1
     scores = semantic_probs(logits, outputs["pred_masks"], has_background)
-    return scores_to_labels(scores, out_size, seen_ids, calibration)
+    return scores_to_labels(scores, out_size, seen_positions, calibration)
 
 
 # --- the path as one object --------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""The fast paths of training and inference against their plain references.
+
+- labels from the low-resolution scores equal the argmax of the full-resolution map;
+- the point-sampled, batched matcher gives the full-resolution assignment on an unambiguous case,
+  and its batched costs equal a per-image loop;
+- importance sampling takes its share of points where the prediction is uncertain;
+- the point-sampled pixel loss is an unbiased estimate of the every-pixel loss;
+- the decoder's inference path (final prediction only) equals the training path's final one.
+"""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from celseg.config import ModelConfig
+from celseg.losses.class_enhancement import pixel_focal_loss
+from celseg.losses.mask_terms import importance_coords, points_for
+from celseg.losses.matcher import HungarianMatcher, pad_targets
+from celseg.losses.targets import build_vocab_lut, labels_to_targets
+from celseg.models.build import build_segmenter
+from celseg.models.inference import calibrate, class_probs, scores_to_labels
+from celseg.models.transformer_decoder import TransformerDecoder
+
+
+def _full_path(scores, size, seen, calibration):
+    return calibrate(class_probs(scores, size), seen, calibration).argmax(1)
+
+
+@pytest.mark.parametrize("shape,size", [((2, 5, 8, 8), (32, 32)), ((2, 5, 7, 9), (20, 31)),
+                                        ((1, 4, 16, 16), (10, 10)), ((3, 24, 32, 32), (128, 128))])
+@pytest.mark.parametrize("calibration", [0.0, 0.3])
+def test_labels_equal_the_full_resolution_argmax(shape, size, calibration):
+    g = torch.Generator().manual_seed(sum(shape) + int(10 * calibration))
+    smooth = F.interpolate(torch.rand(shape[0], shape[1], 3, 3, generator=g), size=shape[-2:],
+                           mode="bilinear", align_corners=False)
+    for scores in (torch.rand(*shape, generator=g) ** 3, smooth):  # noisy and smooth maps
+        scores = scores.clone()
+        scores[:, :, :2, :2] = 0  # Z < EPS: the clamp of the normalisation is active there
+        got = scores_to_labels(scores, size, [0, 2], calibration)
+        assert torch.equal(got, _full_path(scores, size, [0, 2], calibration))
+
+
+def _planted_case(size=128, k=5, queries=12, seed=0):
+    """Targets: k disjoint rectangles; query perm[j] predicts target j (+6 inside, -6 outside,
+    at stride 4, plus noise) and its class; the other queries predict nothing."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.full((size, size), 255, dtype=torch.long)
+    step = size // k
+    for j in range(k):
+        labels[10:size - 10, j * step + 2:(j + 1) * step - 2] = j
+    target = labels_to_targets(labels[None], build_vocab_lut(list(range(k))))[0]
+    perm = torch.randperm(queries, generator=g)[:k]
+    low = F.interpolate(target["masks"][None], size=(size // 4, size // 4), mode="area")[0]
+    masks = torch.full((queries, size // 4, size // 4), -6.0)
+    logits = torch.zeros(queries, k)
+    for j in range(k):
+        masks[perm[j]] = 12 * low[j] - 6
+        logits[perm[j], j] = 5.0
+    masks = masks + 0.5 * torch.randn(masks.shape, generator=g)
+    return masks, logits, target, labels != 255, perm
+
+
+def test_point_matcher_gives_the_full_resolution_assignment():
+    masks, logits, target, valid, perm = _planted_case()
+    outputs = {"pred_logits": logits[None], "pred_masks": masks[None]}
+    results = []
+    for num_points in (0, 12544, 256):
+        torch.manual_seed(1)
+        [(rows, cols)] = HungarianMatcher(num_points=num_points)(outputs, [target], valid[None])
+        results.append(dict(zip(cols.tolist(), rows.tolist(), strict=True)))
+    planted = {j: int(q) for j, q in enumerate(perm)}
+    assert results[0] == planted  # the case is unambiguous at full resolution
+    assert results[1] == planted and results[2] == planted
+
+
+def test_batched_costs_equal_a_per_image_loop():
+    g = torch.Generator().manual_seed(4)
+    b, q, c, h = 3, 6, 5, 8
+    targets = []
+    for n in (2, 4, 1):
+        ids = torch.randint(0, n, (4 * h, 4 * h), generator=g)
+        ids[0, :n] = torch.arange(n)
+        targets.append(labels_to_targets(ids[None], build_vocab_lut(list(range(c))))[0])
+    logits = torch.randn(b, q, c, generator=g)
+    masks = torch.randn(b, q, h, h, generator=g)
+    valid = torch.rand(b, 4 * h, 4 * h, generator=g) > 0.2
+    matcher = HungarianMatcher(1.0, 2.0, 3.0, num_points=40)
+    labels, tmasks = pad_targets(targets, torch.device("cpu"))
+    torch.manual_seed(0)
+    pred, tgt, w = matcher.points(masks, tmasks, valid)
+    batched = matcher.batch_costs(logits, pred, labels, tgt, w)
+    for i, t in enumerate(targets):
+        k = t["labels"].numel()
+        one = matcher.batch_costs(logits[i:i + 1], pred[i:i + 1], labels[i:i + 1, :k],
+                                  tgt[i:i + 1, :k], w[i:i + 1])[0]
+        assert torch.allclose(batched[i, :, :k], one, atol=1e-6)
+
+
+def test_points_never_exceed_the_mask_pixels():
+    assert points_for(12544, (32, 32)) == 1024
+    assert points_for(12544, (128, 128)) == 12544
+    assert points_for(0, (32, 32)) == 0
+
+
+def test_importance_sampling_takes_its_share_where_uncertain():
+    torch.manual_seed(0)
+    logits = torch.full((3, 32, 32), 20.0)
+    logits[:, :, 12:16] = 0.0  # the uncertain band: x in [12/32, 16/32)
+    coords = importance_coords(logits, 400, oversample=3.0, importance=0.75)
+    assert coords.shape == (3, 400, 2)
+    in_band = ((coords[..., 0] >= 12 / 32) & (coords[..., 0] < 16 / 32)).float().mean(1)
+    # 75 % chosen from the band (the band holds 1/8 of the 1,200 candidates, 150 < 300, so all
+    # of its candidates are taken) plus 1/8 of the 100 uniform points
+    expected = (150 * 3 / 3 + 100 / 8) / 400
+    assert torch.all((in_band - expected).abs() < 0.08)
+
+
+def test_point_pixel_loss_is_an_unbiased_estimate():
+    g = torch.Generator().manual_seed(5)
+    logits, masks = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    labels = torch.randint(0, 3, (2, 32, 32), generator=g)
+    labels[:, :5] = 255
+    full = pixel_focal_loss(logits, masks, labels, False).item()
+    torch.manual_seed(0)
+    draws = torch.tensor([pixel_focal_loss(logits, masks, labels, False, num_points=64).item()
+                          for _ in range(400)])
+    assert abs(draws.mean().item() - full) < 4 * draws.std().item() / math.sqrt(400)
+    assert draws.std().item() > 0  # the points are random
+
+
+def test_decoder_inference_path_equals_the_final_training_prediction():
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=4,
+                                 nheads=4, dim_feedforward=64).eval()
+    memory = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
+    mask_features = torch.randn(2, 16, 32, 32)
+    train_path = decoder(memory, mask_features, all_predictions=True)
+    infer_path = decoder(memory, mask_features, all_predictions=False)
+    assert len(train_path) == 5 and len(infer_path) == 1
+    for key in ("pred_masks", "class_feat"):
+        assert torch.allclose(infer_path[0][key], train_path[-1][key], atol=1e-4)
+
+
+def test_eval_mode_outputs_have_no_auxiliary_predictions():
+    cfg = dataclasses.replace(ModelConfig(pretrained=False), num_queries=4, hidden_dim=32,
+                              mask_dim=32, dim_feedforward=64)
+    model = build_segmenter(cfg, 16)
+    text = F.normalize(torch.randn(3, 16), dim=-1)
+    assert len(model.train()(torch.randn(1, 3, 64, 64), text)["aux_outputs"]) == 3
+    assert model.eval()(torch.randn(1, 3, 64, 64), text)["aux_outputs"] == []
