@@ -41,8 +41,8 @@ from celseg.models.build import build_segmenter
 
 NAMES = [f"class {i}" for i in range(24)]
 VARIANTS = {
-    "ranking": ["model.mode=ce", "loss.pixel_weight=1.0", "loss.ranking_weight=1.0"],
-    "baseline": ["model.mode=baseline"],
+    "ranking": ["model.mode=background_free", "loss.pixel_weight=1.0", "loss.ranking_weight=1.0"],
+    "baseline": ["model.mode=background_embedding"],
 }
 
 

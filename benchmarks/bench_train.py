@@ -1,6 +1,7 @@
 """Training throughput (images/s) of the default config: forward, criterion, backward, AdamW.
 
-    python benchmarks/bench_train.py [--device cpu|cuda] [--mode ce|baseline] [--out FILE.json]
+    python benchmarks/bench_train.py [--device cpu|cuda] [--out FILE.json]
+        [--mode background_free|background_embedding]
 
 Batches are rendered by the synthetic benchmark generator (128 px, batch 8, the default crop),
 so the criterion sees realistic segment counts; no dataset on disk is needed.
@@ -15,14 +16,14 @@ import time
 import numpy as np
 import torch
 
-from celseg.config import load_config
+from celseg.config import RENAMED_VALUES, apply_override, load_config
 from celseg.data.synthetic import class_info, render_segmentation
 from celseg.data.transforms import normalize
 from celseg.engine.schedule import build_optimizer
 from celseg.losses.criterion import build_criterion
 from celseg.engine.vocab import training_vocabulary
 from celseg.losses.targets import labels_to_targets, labels_to_vocab
-from celseg.models.build import build_segmenter
+from celseg.models.build import MODES, build_segmenter
 
 
 def _batch(start: int, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,13 +35,14 @@ def _batch(start: int, batch: int, size: int) -> tuple[torch.Tensor, torch.Tenso
     return normalize(torch.stack(imgs)), torch.stack(labels)
 
 
-def run(device: str = "cpu", mode: str = "ce", steps: int = 10, batch: int = 8,
+def run(device: str = "cpu", mode: str = "background_free", steps: int = 10, batch: int = 8,
         size: int = 128) -> list[dict]:
     from bench_inference import peak_memory_mb
 
     dev = torch.device(device)
-    cfg = load_config(None, [f"model.mode={mode}", "model.pretrained=false",
-                             f"loss.pixel_weight={1.0 if mode == 'ce' else 0.0}"])
+    cfg = load_config(None, [f"model.mode={mode}", "model.pretrained=false"])  # old names too
+    mode = cfg.model.mode
+    cfg = apply_override(cfg, f"loss.pixel_weight={1.0 if mode == 'background_free' else 0.0}")
     info = class_info()
     vocab = training_vocabulary(info, "inductive")
     lut = vocab.lut()
@@ -79,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda")
-    parser.add_argument("--mode", default="ce", choices=["ce", "baseline"], help="model mode")
+    parser.add_argument("--mode", default="background_free",
+                        choices=[*MODES, *RENAMED_VALUES[("model", "mode")]],
+                        help="model mode (ce, baseline: old names of the two)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()

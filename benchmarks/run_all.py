@@ -47,8 +47,8 @@ def main() -> None:
                         help="JSON file for the results")
     args = parser.parse_args()
     rows = bench_inference.run(args.device)
-    rows += bench_train.run(args.device, "ce")
-    rows += bench_train.run(args.device, "baseline")
+    rows += bench_train.run(args.device, "background_free")
+    rows += bench_train.run(args.device, "background_embedding")
     rows += bench_matcher.run(args.device)
     env = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "platform": platform.platform()}

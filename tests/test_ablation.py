@@ -24,8 +24,8 @@ def test_select_adds_pseudo_for_self_training_and_rejects_unknown():
 def test_background_free_variants_never_use_background():
     for v in VARIANTS:
         if v.key != "baseline":
-            assert "model.mode=ce" in v.overrides
-    assert "model.mode=baseline" in VARIANTS[0].overrides
+            assert "model.mode=background_free" in v.overrides
+    assert "model.mode=background_embedding" in VARIANTS[0].overrides
 
 
 def test_aggregate_mean_and_sample_std():

@@ -51,8 +51,8 @@ def test_shipped_configs_load() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     base = load_config(root / "synthetic.yaml")
     assert base.data.crop_size == 128 and base.train.batch_size == 8
-    assert load_config(root / "synthetic_baseline.yaml").model.mode == "baseline"
-    assert load_config(root / "synthetic_ce.yaml").model.mode == "ce"
+    assert load_config(root / "synthetic_baseline.yaml").model.mode == "background_embedding"
+    assert load_config(root / "synthetic_ce.yaml").model.mode == "background_free"
 
 
 def test_demo_rejects_unknown_variant(tmp_path, capsys) -> None:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from celseg.config import Config, ConfigError, apply_override, load_config, save_config
+from celseg.config import (
+    RENAMED_VALUES,
+    Config,
+    ConfigError,
+    ModelConfig,
+    RenamedValueWarning,
+    apply_override,
+    load_config,
+    save_config,
+)
 
 
 def test_defaults_are_frozen():
@@ -17,13 +26,14 @@ def test_defaults_are_frozen():
 
 def test_yaml_with_base_and_overrides(tmp_path):
     (tmp_path / "base.yaml").write_text(
-        "train:\n  lr: 0.001\n  iterations: 10\nmodel:\n  mode: ce\n"
+        "train:\n  lr: 0.001\n  iterations: 10\nmodel:\n  mode: background_free\n"
     )
     (tmp_path / "run.yaml").write_text("base: base.yaml\ntrain:\n  iterations: 20\n")
-    cfg = load_config(tmp_path / "run.yaml", ["model.mode=baseline", "loss.ranking_weight=1"])
+    cfg = load_config(tmp_path / "run.yaml", ["model.mode=background_embedding",
+                                                "loss.ranking_weight=1"])
     assert cfg.train.lr == 0.001  # from the base
     assert cfg.train.iterations == 20  # the file overrides its base
-    assert cfg.model.mode == "baseline"  # --set overrides the file
+    assert cfg.model.mode == "background_embedding"  # --set overrides the file
     assert cfg.loss.ranking_weight == 1.0 and isinstance(cfg.loss.ranking_weight, float)
 
 
@@ -88,5 +98,65 @@ def test_saved_ablation_checkpoint_still_loads() -> None:
         pytest.skip("no saved ablation run here")
     from celseg.engine.checkpoint import load_segmenter
 
-    model, cfg = load_segmenter(run)
+    with pytest.warns(DeprecationWarning, match="'ce'.*'background_free'"):
+        model, cfg = load_segmenter(run)  # its config.yaml says model.mode: ce
     assert not model.has_background and cfg.loss.ranking_weight == 1.0
+    assert cfg.model.mode == "background_free"
+
+
+OLD_MODES = sorted(RENAMED_VALUES[("model", "mode")].items())
+
+
+@pytest.mark.parametrize("old, new", OLD_MODES)
+def test_old_mode_spellings_load_with_a_warning(tmp_path, old, new) -> None:
+    """model.mode was 'ce' / 'baseline'; both still load, read as the new names."""
+    assert issubclass(RenamedValueWarning, DeprecationWarning)
+    with pytest.warns(RenamedValueWarning, match=f"'model.mode'.*'{old}'.*'{new}'"):
+        assert load_config(None, [f"model.mode={old}"]).model.mode == new  # --set
+    (tmp_path / "old.yaml").write_text(f"model:\n  mode: {old}\n")
+    with pytest.warns(RenamedValueWarning, match=f"'{old}'.*'{new}'"):
+        assert load_config(tmp_path / "old.yaml").model.mode == new  # a YAML file
+    (tmp_path / "run.yaml").write_text("base: old.yaml\n")
+    with pytest.warns(RenamedValueWarning, match=f"'{old}'.*'{new}'"):
+        cfg = load_config(tmp_path / "run.yaml", ["train.iterations=3"])  # a base, + overrides
+    assert cfg.model.mode == new and cfg.train.iterations == 3
+    with pytest.warns(RenamedValueWarning, match=f"'{old}'.*'{new}'"):
+        assert ModelConfig(mode=old).mode == new  # the dataclass itself
+    assert load_config(None, [f"model.mode={new}"]) == load_config(None, ["model.mode=" + new])
+    with pytest.warns(RenamedValueWarning):
+        assert load_config(None, [f"model.mode={old}"]) == load_config(None, [f"model.mode={new}"])
+
+
+def test_new_mode_spellings_do_not_warn(recwarn) -> None:
+    assert Config().model.mode == "background_free"
+    load_config(None, ["model.mode=background_embedding"])
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+@pytest.mark.parametrize("old, new", OLD_MODES)
+def test_old_style_run_folder_loads(tmp_path, old, new) -> None:
+    """A run folder whose config.yaml says model.mode: ce|baseline (written before the rename)
+    rebuilds the same architecture, so its weights load strictly."""
+    import dataclasses
+
+    import torch
+
+    from celseg.engine.checkpoint import load_segmenter, save_weights
+    from celseg.models.build import build_segmenter
+
+    tiny = ModelConfig(mode=new, pretrained=False, hidden_dim=32, mask_dim=16, num_queries=5,
+                       dec_layers=2, nheads=2, dim_feedforward=32)
+    torch.manual_seed(0)
+    model = build_segmenter(tiny, 12)
+    (tmp_path / "checkpoints").mkdir()
+    save_weights(model, tmp_path / "checkpoints" / "last.safetensors", {"embed_dim": "12"})
+    cfg = dataclasses.replace(Config(), model=tiny)
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert f"mode: {new}\n" in text
+    (tmp_path / "config.yaml").write_text(text.replace(f"mode: {new}\n", f"mode: {old}\n"))
+    with pytest.warns(RenamedValueWarning, match=f"'{old}'.*'{new}'"):
+        loaded, loaded_cfg = load_segmenter(tmp_path)
+    assert loaded_cfg.model.mode == new and loaded.has_background == (new != "background_free")
+    mine = model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in loaded.state_dict().items())

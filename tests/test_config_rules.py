@@ -67,7 +67,7 @@ def test_ranges_at_their_boundaries(key, ok, bad):
 
 
 @pytest.mark.parametrize("key, good, bad", [
-    ("data.setting", "oracle", "semi"), ("model.mode", "baseline", "bg"),
+    ("data.setting", "oracle", "semi"), ("model.mode", "background_embedding", "bg"),
     ("loss.ranking_kind", "pairwise", "pointwise"), ("eval.vocabulary", "seen", "unseen"),
     ("eval.pooling", "binary", "hard"), ("eval.ensemble_pseudo", "alpha", "gamma"),
     ("train.device", "cuda:1", "gpu"),

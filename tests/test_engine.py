@@ -131,7 +131,7 @@ def test_evaluate_cli_matches_naive_per_image_reference(full_run, tiny_root, tmp
 def test_baseline_reports_unseen_as_background(tiny_root, cache_env, tmp_path) -> None:
     from celseg.engine.trainer import train
 
-    summary = train(_cfg(tiny_root, tmp_path / "b", ["model.mode=baseline",
+    summary = train(_cfg(tiny_root, tmp_path / "b", ["model.mode=background_embedding",
                                                       "train.iterations=2"]), progress=False)
     assert 0.0 <= summary["unseen_as_background"] <= 100.0
     assert 0.0 <= summary["seen_as_background"] <= 100.0

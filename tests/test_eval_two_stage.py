@@ -126,7 +126,7 @@ def test_two_stage_with_sliding_window(run, tmp_path):
 def test_evaluate_with_config_file(run, tmp_path, capsys):
     out, root, _ = run
     (tmp_path / "base.yaml").write_text(
-        "model:\n  mode: baseline\n"  # ignored: the model is the checkpoint's
+        "model:\n  mode: background_embedding\n"  # ignored: the model is the checkpoint's
         "data:\n  root: elsewhere\n"
         "eval:\n  clip_weight_unseen: 0.6\n  batch_size: 2\n")
     (tmp_path / "ev.yaml").write_text(
@@ -139,7 +139,7 @@ def test_evaluate_with_config_file(run, tmp_path, capsys):
     # data.* keys may be --set too; other sections still may not
     got = _evaluate(out, tmp_path, "--set", f"data.root={root}")
     assert got["data"] == str(root) and "two_stage" not in got
-    assert main(["evaluate", "--ckpt", str(out), "--set", "model.mode=ce"]) == 2
+    assert main(["evaluate", "--ckpt", str(out), "--set", "model.mode=background_free"]) == 2
     (tmp_path / "bad.yaml").write_text("eval:\n  two_stages: true\n")
     assert main(["evaluate", "--ckpt", str(out), "-c", str(tmp_path / "bad.yaml")]) == 2
     assert "two_stages" in capsys.readouterr().err

@@ -2,13 +2,14 @@
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from celseg.config import LossConfig, ModelConfig
+from celseg.config import LossConfig, ModelConfig, load_config
 from celseg.errors import CelsegError, ModelLoadError
 from celseg.losses.criterion import build_criterion
 from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
@@ -49,11 +50,11 @@ def _text(c, seed=0):
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet-lite0", "resnet", "convnext"])
-@pytest.mark.parametrize("mode", ["ce", "baseline"])
+@pytest.mark.parametrize("mode", ["background_free", "background_embedding"])
 def test_forward_shapes_and_every_parameter_gets_gradient(backbone, mode, hf_folders):
     torch.manual_seed(0)
     model = build_segmenter(_cfg(backbone, hf_folders, mode), D).train()
-    extra = int(mode == "baseline")
+    extra = int(mode == "background_embedding")
     images = torch.randn(2, 3, 64, 64)
     for c in (5, 9):  # the vocabulary is an input
         out = model(images, _text(c))
@@ -83,18 +84,43 @@ def test_forward_shapes_and_every_parameter_gets_gradient(backbone, mode, hf_fol
 
 
 def test_background_free_has_no_background_parameter():
-    model = build_segmenter(dataclasses.replace(TINY, mode="ce"), D)
+    model = build_segmenter(dataclasses.replace(TINY, mode="background_free"), D)
     names = [n.lower() for n, _ in model.named_parameters()]
     names += [n.lower() for n, _ in model.named_buffers()]
     assert not [n for n in names if "background" in n or "no_object" in n]
     assert model.has_background is False
-    base = build_segmenter(dataclasses.replace(TINY, mode="baseline"), D)
+    base = build_segmenter(dataclasses.replace(TINY, mode="background_embedding"), D)
     bg = [n for n, _ in base.named_parameters() if "background" in n]
     assert bg == ["classifier.background_embed"] and base.has_background is True
 
 
+@pytest.mark.parametrize("old, new", [("ce", "background_free"),
+                                      ("baseline", "background_embedding")])
+def test_old_mode_spelling_builds_the_same_model(old, new):
+    """A config saying model.mode=ce (baseline) is the model of background_free
+    (background_embedding): same parameters, same initial values, same forward."""
+    models = []
+    for mode in (old, new):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cfg = load_config(None, [f"model.mode={mode}", "model.pretrained=false",
+                                     "model.hidden_dim=32", "model.mask_dim=16",
+                                     "model.num_queries=5", "model.dec_layers=2",
+                                     "model.nheads=2", "model.dim_feedforward=32"])
+        torch.manual_seed(0)
+        models.append(build_segmenter(cfg.model, D).eval())
+    a, b = (m.state_dict() for m in models)
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(1)
+    images, text = torch.randn(1, 3, 32, 32), _text(3)
+    with torch.no_grad():
+        out_a, out_b = (m(images, text) for m in models)
+    assert torch.equal(out_a["pred_logits"], out_b["pred_logits"])
+    assert torch.equal(out_a["pred_masks"], out_b["pred_masks"])
+
+
 def test_logits_are_scaled_cosines_and_background_is_last_column():
-    model = build_segmenter(dataclasses.replace(TINY, mode="baseline"), D).eval()
+    model = build_segmenter(dataclasses.replace(TINY, mode="background_embedding"), D).eval()
     text = _text(3)
     out = model(torch.randn(1, 3, 32, 32), text)
     e = out["class_embed"][0, 0].tolist()
@@ -125,7 +151,7 @@ def test_frozen_batchnorm_stays_frozen():
 
 
 def test_hf_backbone_loads_saved_weights(hf_folders):
-    model = build_segmenter(_cfg("resnet", hf_folders, "ce"), D)
+    model = build_segmenter(_cfg("resnet", hf_folders, "background_free"), D)
     saved = load_file(f"{hf_folders['resnet']}/model.safetensors")
     mine = model.backbone.model.state_dict()
     assert saved and all(torch.equal(mine[k], v) for k, v in saved.items())

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
+from celseg.config import RenamedValueWarning
 from celseg.errors import CelsegError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    # DeprecationWarnings are hidden outside __main__; an old config spelling is the user's
+    warnings.filterwarnings("default", category=RenamedValueWarning)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

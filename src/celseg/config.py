@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,41 @@ from celseg.errors import CelsegError
 
 class ConfigError(CelsegError, ValueError):
     """A config file, key or value is invalid; the message names it."""
+
+
+class RenamedValueWarning(DeprecationWarning):
+    """A config value was given in a spelling that has been renamed (see RENAMED_VALUES)."""
+
+
+# values renamed since earlier versions, {(section, key): {old spelling: new spelling}}: the
+# one alias table. An old spelling still loads wherever a section is built (a YAML file, --set,
+# a run's saved config.yaml, ModelConfig(...) itself: the section's __post_init__ calls
+# _rename_old_values) and is replaced by the new one with a RenamedValueWarning naming both.
+RENAMED_VALUES: dict[tuple[str, str], dict[str, str]] = {
+    ("model", "mode"): {"ce": "background_free", "baseline": "background_embedding"},
+}
+
+
+def _rename_old_values(section: Any, name: str) -> None:
+    """Replace old spellings in the frozen section ``section`` (named ``name``) in place."""
+    for (sec, key), renames in RENAMED_VALUES.items():
+        value = getattr(section, key) if sec == name else None
+        if isinstance(value, str) and value in renames:
+            new = renames[value]
+            warnings.warn(f"config key '{name}.{key}': value {value!r} is deprecated, use "
+                          f"{new!r} (read as {new!r})", RenamedValueWarning,
+                          stacklevel=_outside_stacklevel())
+            object.__setattr__(section, key, new)
+
+
+def _outside_stacklevel() -> int:
+    """Stacklevel (for the caller's ``warnings.warn``) of the first frame outside this module
+    and the dataclass machinery: the code that loaded or built the config."""
+    inside = {__file__, dataclasses.__file__, "<string>"}  # "<string>": generated __init__
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename in inside:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @dataclass(frozen=True)
@@ -69,8 +106,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # "ce": background-free (class enhancement); "baseline": learnable no-object embedding
-    mode: str = spec("ce", one_of("ce", "baseline"))
+    # "background_free": no background class (the paper's method); "background_embedding": a
+    # learnable no-object embedding (the peers' baseline). Old spellings: RENAMED_VALUES
+    mode: str = spec("background_free", one_of("background_free", "background_embedding"))
     # "efficientnet-lite0", a Hugging Face AutoBackbone name or folder, or "vlm": the frozen
     # image tower of model.vlm, shared with the out-of-vocabulary branch (FC-CLIP)
     backbone: str = spec("efficientnet-lite0", not_empty())
@@ -96,13 +134,16 @@ class ModelConfig:
     logit_scale_init: float = spec(100.0, above(0))
     learn_logit_scale: bool = True
 
+    def __post_init__(self) -> None:
+        _rename_old_values(self, "model")
+
 
 @dataclass(frozen=True)
 class LossConfig:
     class_weight: float = spec(2.0, at_least(0))  # cross-entropy of matched queries
     mask_weight: float = spec(5.0, at_least(0))  # sigmoid BCE on masks
     dice_weight: float = spec(5.0, at_least(0))
-    no_object_weight: float = spec(0.1, at_least(0))  # baseline only: weight of the no-object class
+    no_object_weight: float = spec(0.1, at_least(0))  # background_embedding only: no-object weight
     cost_class: float = spec(2.0, at_least(0))
     cost_mask: float = spec(5.0, at_least(0))
     cost_dice: float = spec(5.0, at_least(0))

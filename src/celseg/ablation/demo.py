@@ -27,7 +27,8 @@ from celseg.vlm.config import VLMConfig
 from celseg.vlm.pretrain import pretrain
 
 # demo variant name -> ablation variant key (the same runs: the demo's rows equal the
-# ablation's seed 0)
+# ablation's seed 0). The names are run folders and table rows, not model.mode values: "ce"
+# and "ce_ranking" are the background_free models
 VARIANTS: dict[str, str] = {"baseline": "baseline", "ce": "bgfree", "ce_ranking": "ranking"}
 # the peers' design next to the paper's inductive method; see docs/RESULTS.md for every variant
 DEFAULT_VARIANTS = ("baseline", "ce_ranking")

@@ -21,13 +21,13 @@ class Variant:
     self_train: bool = False
 
 
-BACKGROUND_FREE = ("model.mode=ce", "loss.pixel_weight=1.0")
+BACKGROUND_FREE = ("model.mode=background_free", "loss.pixel_weight=1.0")
 RANKING = ("loss.ranking_weight=1.0",)
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("baseline", "baseline (background embedding)",
-            ("model.mode=baseline", "loss.pixel_weight=0.0", "loss.ranking_weight=0.0",
-             "data.setting=inductive")),
+            ("model.mode=background_embedding", "loss.pixel_weight=0.0",
+             "loss.ranking_weight=0.0", "data.setting=inductive")),
     Variant("bgfree", "background-free", BACKGROUND_FREE + ("loss.ranking_weight=0.0",
                                                             "data.setting=inductive")),
     Variant("ranking", "background-free + ranking", BACKGROUND_FREE + RANKING

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True,
                         help="YAML config file (e.g. configs/synthetic_ce.yaml)")
     add_set_argument(parser, "override config values, e.g. --set train.iterations=100 "
-                             "model.mode=baseline (repeatable)")
+                             "model.mode=background_embedding (repeatable)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true",
                        help="continue the run in train.out_dir from its last checkpoint")

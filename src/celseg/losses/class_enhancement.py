@@ -9,7 +9,7 @@ Notation: query q has class logits z_q over the vocabulary and mask logits M_q.
 
 S is computed at the mask resolution (stride 4) and bilinearly UPSAMPLED to the label size
 before the normalisation, exactly as ``inference.semantic_map`` does; labels are not resized.
-Ignore pixels are left out of the mean. In baseline mode the no-object column is dropped after
+Ignore pixels are not averaged. In background_embedding mode the no-object column is dropped after
 the softmax, as at inference. (Part a, cross-entropy over matched queries only, is in
 ``criterion.SetCriterion``.)
 """

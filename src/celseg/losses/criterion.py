@@ -2,9 +2,9 @@
 
 Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
 
-- ``loss_ce``: baseline mode: cross-entropy over C+1 columns for every query; matched queries
-  target their class, unmatched ones the no-object column, whose class weight is
-  ``no_object_weight`` (weighted mean, as in DETR/MaskFormer). Background-free ("ce") mode:
+- ``loss_ce``: background_embedding: cross-entropy over C+1 columns for every query; matched
+  queries target their class, unmatched ones the no-object column, whose class weight is
+  ``no_object_weight`` (weighted mean, as in DETR/MaskFormer). Mode "background_free":
   cross-entropy over the C vocabulary columns for matched queries only: with no background
   column there is nothing to push unmatched queries towards, so they get no class target.
 - ``loss_mask`` / ``loss_dice``: sigmoid BCE and dice of matched (query, segment) pairs, summed
@@ -51,8 +51,8 @@ class SetCriterion(nn.Module):
         matcher: callable ``(outputs, targets, valid (B,H,W) bool) -> [(query_idx,
             target_idx)]``; a :class:`HungarianMatcher` also gets the padded targets.
         weights: weight of each term in ``TERMS``.
-        has_background: baseline mode (pred_logits has a last no-object column).
-        no_object_weight: baseline class weight of the no-object column.
+        has_background: background_embedding mode (pred_logits has a last no-object column).
+        no_object_weight: background_embedding class weight of the no-object column.
         num_points: points per mask for the mask terms and per image for the pixel term,
             capped at the predicted mask's pixels (0: every pixel of the target).
         oversample_ratio, importance_sample_ratio: importance sampling of the mask terms' points

@@ -35,7 +35,7 @@ class HungarianMatcher(nn.Module):
     """cost(q, k) = cost_class * (-softmax(z_q)[y_k]) + cost_mask * bce(M_q, m_k)
     + cost_dice * dice(M_q, m_k), ignore pixels excluded from the mask terms.
 
-    The softmax runs over every column of ``pred_logits`` (C+1 in baseline mode). With
+    The softmax runs over every column of ``pred_logits`` (C+1 in background_embedding mode). With
     ``num_points`` > 0 the mask terms are read at that many uniform points per image
     (``mask_terms.points_for``), and the cost matrices of the whole batch are one set of tensor
     ops; only the assignment itself runs per image, on the CPU. ``num_points`` = 0 compares at

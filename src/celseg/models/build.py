@@ -11,13 +11,14 @@ from celseg.models.segmenter import Segmenter
 from celseg.models.transformer_decoder import TransformerDecoder
 from celseg.models.vlm_backbone import VLM_BACKBONE, vlm_backbone
 
-MODES = ("ce", "baseline")
+MODES = ("background_free", "background_embedding")
 
 
 def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
     """Build the segmenter for text embeddings of width ``embed_dim``.
 
-    ``cfg.mode``: ``"ce"`` (background-free) or ``"baseline"`` (learnable no-object embedding).
+    ``cfg.mode``: ``"background_free"`` or ``"background_embedding"`` (a learnable no-object
+    embedding).
     Reads backbone weights when ``cfg.pretrained`` (EfficientNet-Lite0 from its package, or a
     Hugging Face backbone folder / hub id). ``cfg.backbone == "vlm"`` always loads ``cfg.vlm``
     and keeps its frozen image tower (``cfg.pretrained`` does not apply; ``load_segmenter`` then
@@ -57,6 +58,6 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
         embed_dim,
         logit_scale_init=cfg.logit_scale_init,
         learn_logit_scale=cfg.learn_logit_scale,
-        with_background=cfg.mode == "baseline",
+        with_background=cfg.mode == "background_embedding",
     )
     return Segmenter(backbone, pixel_decoder, decoder, classifier)

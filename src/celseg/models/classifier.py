@@ -2,9 +2,9 @@
 
 Notation: e_q = normalise(W f_q) is the query's class embedding in the text space,
 t_c the text embedding of class c, s_qc = cos(e_q, t_c), z_qc = scale * s_qc. The scale is
-learned as its log (init ``logit_scale_init``, 100 as in the peers). In baseline mode a learnable
-background (no-object) embedding b is appended as the last column: z_q,C = scale * cos(e_q, b).
-In background-free mode the module has no such parameter at all.
+learned as its log (init ``logit_scale_init``, 100 as in the peers). In background_embedding
+mode a learnable background (no-object) embedding b is appended as the last column:
+z_q,C = scale * cos(e_q, b). In background_free mode the module has no such parameter at all.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class TextClassifier(nn.Module):
         embed_dim: width D of the text embeddings.
         logit_scale_init: initial scale of the cosine logits.
         learn_logit_scale: learn the scale (else a fixed buffer).
-        with_background: baseline mode, append a learnable no-object column.
+        with_background: background_embedding mode, append a learnable no-object column.
     """
 
     def __init__(

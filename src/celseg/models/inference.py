@@ -6,7 +6,7 @@ the demo, the ablation and the web page) goes through :class:`SemanticInference`
 loss shares :func:`semantic_probs` and :func:`normalize_classes`, so each step has one home.
 
 Notation: query q has class logits z_q over the vocabulary of V names (plus a no-object column in
-baseline mode) and a mask logit map M_q.
+background_embedding mode) and a mask logit map M_q.
 
 1. Per-proposal class probabilities p(q, c), one of four **protocols**:
 
@@ -17,7 +17,7 @@ baseline mode) and a mask logit map M_q.
      resized to the feature map (``soft``: sigmoid(M_q); ``binary``: M_q > 0), and classified
      against the VLM's text embeddings t_c: p_out(q, c) = softmax_c(s * <e_q, t_c>).
      Then p(q, c) = p_in^(1 - w_c) * p_out^(w_c), renormalised over c, times (1 - p_void(q)) in
-     baseline mode; w_c = alpha for classes with ground-truth labels in training, beta else.
+     background_embedding mode; w_c = alpha for classes labelled in training, beta for the others.
    - ``vlm``: the ensemble with every w_c = 1 (the VLM branch alone).
    - ``two_stage`` (zsseg): p_out from masked crops (``celseg.models.two_stage``), combined
      without renormalisation.
@@ -235,7 +235,7 @@ class OOVBranch:
 
     def combine(self, p_in: Tensor, p_out: Tensor, p_void: Tensor | None,
                 weight: Tensor | None = None) -> Tensor:
-        """Geometric ensemble, renormalised over classes, times (1 - p_void) in baseline mode."""
+        """Geometric ensemble, renormalised over c, times (1 - p_void) in background_embedding."""
         p = geometric_ensemble(p_in, p_out, self.weight if weight is None else weight)
         if self.renormalize:
             p = p / p.sum(-1, keepdim=True).clamp_min(EPS)

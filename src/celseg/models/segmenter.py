@@ -13,7 +13,7 @@ class Segmenter(nn.Module):
 
     ``forward(images (B,3,H,W) ImageNet-normalised, text_emb (C,D) normalised)`` returns
 
-    - ``pred_logits`` (B,Q,C) logits; baseline mode (B,Q,C+1), last column = no-object
+    - ``pred_logits`` (B,Q,C) logits; background_embedding mode (B,Q,C+1), last column = no-object
     - ``pred_masks`` (B,Q,H/4,W/4) mask logits
     - ``class_embed`` (B,Q,D) normalised query class embeddings
     - ``logit_scale`` () the classifier's scale
