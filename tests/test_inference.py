@@ -55,7 +55,7 @@ def test_background_free_inferred_from_text_emb():
 def test_seen_calibration_flips_close_calls():
     # normalised probabilities 0.55 (seen class 0) vs 0.45 (unseen class 1)
     out = _outputs([[0.55, 0.45]], [[[20.0]]], 2)
-    assert semantic_map(out, (1, 1), seen_ids=[0]).item() == 0
-    assert semantic_map(out, (1, 1), seen_ids=[0], calibration=0.05).item() == 0
-    assert semantic_map(out, (1, 1), seen_ids=[0], calibration=0.2).item() == 1
-    assert semantic_map(out, (1, 1), seen_ids=torch.tensor([1]), calibration=0.2).item() == 0
+    assert semantic_map(out, (1, 1), seen_positions=[0]).item() == 0
+    assert semantic_map(out, (1, 1), seen_positions=[0], calibration=0.05).item() == 0
+    assert semantic_map(out, (1, 1), seen_positions=[0], calibration=0.2).item() == 1
+    assert semantic_map(out, (1, 1), seen_positions=torch.tensor([1]), calibration=0.2).item() == 0

@@ -128,6 +128,15 @@ class TransformerDecoder(nn.Module):
         self.nheads = nheads
         self.hidden_dim = hidden_dim
         self.masked_attention = masked_attention
+        self._positions: dict[tuple, torch.Tensor] = {}  # not state: rebuilt on demand
+
+    def _position(self, m: torch.Tensor) -> torch.Tensor:
+        """The (B, h*w, d) sine code of a memory level, computed once per size and device."""
+        # inference-mode tensors must not reach autograd, so they are cached apart
+        key = (tuple(m.shape[-2:]), m.dtype, m.device, torch.is_inference_mode_enabled())
+        if key not in self._positions:
+            self._positions[key] = sine_position_embedding(m[:1], self.hidden_dim).detach()
+        return self._positions[key].expand(m.shape[0], -1, -1)
 
     def _predict(
         self, queries: torch.Tensor, mask_features: torch.Tensor
@@ -154,7 +163,7 @@ class TransformerDecoder(nn.Module):
         srcs, poss, sizes = [], [], []
         for i, m in enumerate(memory[: self.num_levels]):
             sizes.append(tuple(m.shape[-2:]))
-            poss.append(sine_position_embedding(m, self.hidden_dim))
+            poss.append(self._position(m))
             srcs.append(m.flatten(2).transpose(1, 2) + self.level_embed.weight[i])  # (B,L,d)
         queries = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
