@@ -107,7 +107,8 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
 
         def step(images=images, labels=labels):
             out = model(images, emb)
-            losses = criterion(out, labels_to_targets(labels, lut), labels_to_vocab(labels, lut))
+            targets = labels_to_targets(labels, lut, with_masks=criterion.needs_target_masks)
+            losses = criterion(out, targets, labels_to_vocab(labels, lut))
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizer.step()
@@ -148,7 +149,9 @@ def matcher_time(dev: torch.device, num_points: int, images: int, size: int = 51
     """Matcher ms per image (cost matrices + assignment)."""
     _, labels = _batch(0, images, size)
     labels = labels.to(dev)
-    targets = labels_to_targets(labels, build_vocab_lut(list(range(len(NAMES)))))
+    lut = build_vocab_lut(list(range(len(NAMES))))
+    targets = labels_to_targets(labels, lut, with_masks=num_points == 0)
+    vocab_map = labels_to_vocab(labels, lut)
     g = torch.Generator().manual_seed(0)
     outputs = {
         "pred_logits": torch.randn(images, queries, len(NAMES), generator=g).to(dev),
@@ -156,8 +159,8 @@ def matcher_time(dev: torch.device, num_points: int, images: int, size: int = 51
     }
     matcher = HungarianMatcher(num_points=num_points)
     valid = labels != 255
-    matcher(outputs, targets, valid)  # warm-up
-    per_image = _median([_timed(lambda: matcher(outputs, targets, valid), dev)
+    matcher(outputs, targets, valid, vocab_map)  # warm-up
+    per_image = _median([_timed(lambda: matcher(outputs, targets, valid, vocab_map), dev)
                          for _ in range(3)]) / images
     return {"bench": "matcher", "size": size, "queries": queries, "num_points": num_points,
             "ms_per_image": 1000 * per_image}
@@ -179,7 +182,9 @@ def voc_throughput(dev: torch.device, steps: int = 5) -> dict:
         def step(images=images, labels=labels):
             with torch.autocast(dev.type, enabled=dev.type == "cuda"):
                 out = model(images, emb)
-            losses = criterion(out, labels_to_targets(labels, lut), labels_to_vocab(labels, lut))
+            targets = labels_to_targets(labels.cpu(), lut, with_masks=criterion.needs_target_masks)
+            targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+            losses = criterion(out, targets, labels_to_vocab(labels, lut))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(sum(losses.values())).backward()
             scaler.step(optimizer)

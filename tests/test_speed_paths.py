@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from celseg.config import ModelConfig
 from celseg.losses.class_enhancement import pixel_focal_loss
 from celseg.losses.mask_terms import importance_coords, points_for
-from celseg.losses.matcher import HungarianMatcher, pad_targets
+from celseg.losses.matcher import HungarianMatcher, label_map_of, pad_labels
 from celseg.losses.targets import build_vocab_lut, labels_to_targets
 from celseg.models.build import build_segmenter
 from celseg.models.inference import calibrate, class_probs, scores_to_labels
@@ -88,9 +88,9 @@ def test_batched_costs_equal_a_per_image_loop():
     masks = torch.randn(b, q, h, h, generator=g)
     valid = torch.rand(b, 4 * h, 4 * h, generator=g) > 0.2
     matcher = HungarianMatcher(1.0, 2.0, 3.0, num_points=40)
-    labels, tmasks = pad_targets(targets, torch.device("cpu"))
+    labels = pad_labels(targets, torch.device("cpu"))
     torch.manual_seed(0)
-    pred, tgt, w = matcher.points(masks, tmasks, valid)
+    pred, tgt, w = matcher.points(masks, labels, label_map_of(targets, valid, 255))
     batched = matcher.batch_costs(logits, pred, labels, tgt, w)
     for i, t in enumerate(targets):
         k = t["labels"].numel()

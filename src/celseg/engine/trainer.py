@@ -251,8 +251,9 @@ def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.O
     Returns every weighted loss term and their sum ``loss``, detached, on the device.
     """
     device = images.device
+    with_masks = getattr(criterion, "needs_target_masks", True)
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()}
-               for t in labels_to_targets(labels, lut, ignore_index=ignore_index)]
+               for t in labels_to_targets(labels, lut, ignore_index, with_masks)]
     labels = labels.to(device, non_blocking=True)
     labels_vocab = labels_to_vocab(labels, lut, ignore_index)  # (B,H,W) vocabulary indices
     with _autocast(images.device, use_amp):

@@ -13,8 +13,9 @@ Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
 - ``loss_pixel``: focal loss on the aggregated semantic map (``class_enhancement``), at
   ``num_points`` uniform points per image, or at every pixel.
 
-The targets are padded once per batch and shared by every decoder layer; the matching moves to
-the CPU once per layer (the assignment), everything else stays on the outputs' device.
+With points, the targets are read from the label map (no full-resolution mask is built); the
+segment labels are padded once per batch and shared by every decoder layer; the matching moves
+to the CPU once per layer (the assignment), everything else stays on the outputs' device.
 - ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``).
 
 A term whose weight is 0 is not computed and not returned.
@@ -34,10 +35,9 @@ from celseg.losses.mask_terms import (
     importance_coords,
     points_for,
     read_bilinear,
-    read_nearest,
     sigmoid_bce,
 )
-from celseg.losses.matcher import HungarianMatcher, pad_targets
+from celseg.losses.matcher import HungarianMatcher, pad_labels
 from celseg.losses.ranking import ranking_loss
 
 TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank")
@@ -49,7 +49,7 @@ SETTINGS = ("no_object_weight", "num_points", "oversample_ratio", "importance_sa
 class SetCriterion(nn.Module):
     """Args:
         matcher: callable ``(outputs, targets, valid (B,H,W) bool) -> [(query_idx,
-            target_idx)]``; a :class:`HungarianMatcher` also gets the padded targets.
+            target_idx)]``; a :class:`HungarianMatcher` also gets the label map.
         weights: weight of each term in ``TERMS``.
         has_background: background_embedding mode (pred_logits has a last no-object column).
         no_object_weight: background_embedding class weight of the no-object column.
@@ -98,6 +98,11 @@ class SetCriterion(nn.Module):
         self.ranking_margin = ranking_margin
         self.ignore_index = ignore_index
 
+    @property
+    def needs_target_masks(self) -> bool:
+        """Whether targets must carry full-resolution ``masks`` (every-pixel mask terms)."""
+        return self.num_points <= 0 or not isinstance(self.matcher, HungarianMatcher)
+
     def forward(
         self,
         outputs: dict,
@@ -122,20 +127,20 @@ class SetCriterion(nn.Module):
         rank_text_emb: torch.Tensor | None,
         rank_target_index: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        # shared by every decoder layer: validity, padded targets, the normaliser
+        # shared by every decoder layer: validity, padded segment labels, the normaliser
         valid = labels_vocab != self.ignore_index
-        padded = pad_targets(targets, labels_vocab.device)
+        labels = pad_labels(targets, labels_vocab.device)
         layers = [("", outputs)]
         if self.aux_loss:
             layers += [(f"_aux{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         num_masks = max(sum(int(t["labels"].numel()) for t in targets), 1)
         losses: dict[str, torch.Tensor] = {}
         for suffix, out in layers:
-            indices = (self.matcher(out, targets, valid, padded)
+            indices = (self.matcher(out, targets, valid, label_map=labels_vocab)
                        if isinstance(self.matcher, HungarianMatcher)
                        else self.matcher(out, targets, valid))
             terms = self.layer_terms(
-                out, padded, indices, valid, labels_vocab, num_masks, rank_text_emb,
+                out, targets, labels, indices, labels_vocab, num_masks, rank_text_emb,
                 rank_target_index,
             )
             # the one place where weights are applied
@@ -145,25 +150,25 @@ class SetCriterion(nn.Module):
     def layer_terms(
         self,
         out: dict,
-        padded: tuple[torch.Tensor, torch.Tensor],
+        targets: list[dict[str, torch.Tensor]],
+        labels: torch.Tensor,
         indices: list[tuple[torch.Tensor, torch.Tensor]],
-        valid: torch.Tensor,
         labels_vocab: torch.Tensor,
         num_masks: int,
         rank_text_emb: torch.Tensor | None = None,
         rank_target_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted terms of one decoder prediction, for the given matching. padded: the
-        targets as ``matcher.pad_targets`` stacks them (labels (B,Kmax), masks (B,Kmax,H,W))."""
+        """Unweighted terms of one decoder prediction, for the given matching. labels: (B,Kmax)
+        the targets' segment labels as ``matcher.pad_labels`` stacks them."""
         w = self.weights
-        labels, masks = padded
         pairs = _pairs(indices, labels.device)
         classes = labels[pairs[0], pairs[2]]  # vocabulary class of each matched pair
         terms: dict[str, torch.Tensor] = {}
         if w["loss_ce"]:
             terms["loss_ce"] = self.class_term(out["pred_logits"], pairs, classes)
         if w["loss_mask"] or w["loss_dice"]:
-            bce, dice = self.mask_terms(out["pred_masks"], masks, pairs, valid, num_masks)
+            bce, dice = self.mask_terms(out["pred_masks"], targets, pairs, classes,
+                                        labels_vocab, num_masks)
             if w["loss_mask"]:
                 terms["loss_mask"] = bce
             if w["loss_dice"]:
@@ -199,32 +204,39 @@ class SetCriterion(nn.Module):
     def mask_terms(
         self,
         pred_masks: torch.Tensor,
-        target_masks: torch.Tensor,
+        targets: list[dict[str, torch.Tensor]],
         pairs: tuple[torch.Tensor, ...],
-        valid: torch.Tensor,
+        classes: torch.Tensor,
+        labels_vocab: torch.Tensor,
         num_masks: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """pred_masks (B,Q,h,w), target_masks (B,Kmax,H,W) padded, pairs (batch, query, target)
-        -> (bce, dice) of the matched pairs, each at its own importance-sampled points (every
-        pixel if num_points is 0)."""
+        """pred_masks (B,Q,h,w), pairs (batch, query, target) with their classes, labels_vocab
+        (B,H,W) -> (bce, dice) of the matched pairs. Each pair is read at its own
+        importance-sampled points, its target there being "the label map equals its class";
+        with num_points 0, at every pixel of its target mask."""
         batch_idx, query_idx, target_idx = (i.to(pred_masks.device) for i in pairs)
         if batch_idx.numel() == 0:
             zero = pred_masks.sum() * 0.0
             return zero, zero
         src = pred_masks[batch_idx, query_idx].float()  # (N,h,w)
-        tgt = target_masks[batch_idx, target_idx]  # (N,H,W)
-        keep = valid[batch_idx]  # (N,H,W)
         count = points_for(self.num_points, src.shape[-2:])
         if count == 0:
+            tgt = torch.stack([targets[b]["masks"][t] for b, t in zip(
+                pairs[0].tolist(), pairs[2].tolist(), strict=True)]).to(src)  # (N,H,W)
             pred = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear",
                                  align_corners=False)[:, 0].flatten(1)
+            keep = labels_vocab[batch_idx] != self.ignore_index
             tgt, weights = tgt.flatten(1), keep.flatten(1).float()
         else:
             coords = importance_coords(src, count, self.oversample_ratio,
                                        self.importance_sample_ratio)
             pred = read_bilinear(src[:, None], coords)[:, 0]
-            tgt = read_nearest(tgt[:, None], coords)[:, 0]
-            weights = read_nearest(keep[:, None], coords)[:, 0].float()
+            height, width = labels_vocab.shape[-2:]
+            ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
+            iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
+            label_points = labels_vocab.flatten(1)[batch_idx[:, None], iy * width + ix]  # (N,P)
+            tgt = (label_points == classes.to(label_points.device)[:, None]).float()
+            weights = (label_points != self.ignore_index).float()
         bce = sigmoid_bce(pred, tgt, weights).sum()
         dice = dice_loss(pred, tgt, weights).sum()
         return bce / num_masks, dice / num_masks

@@ -7,6 +7,8 @@ add nothing to either term. Pairwise, the weights are per point, (P,) or (..., 1
 they may also be per pair, (..., N, P).
 
     bce(x, t)  = sum_p w_p [t_p softplus(-x_p) + (1 - t_p) softplus(x_p)] / max(sum_p w_p, 1)
+               = sum_p w_p [softplus(x_p) - t_p x_p] / max(sum_p w_p, 1)
+                 (softplus(-x) = softplus(x) - x: one softplus and one contraction with t)
     dice(x, t) = 1 - (2 sum_p w_p s_p t_p + 1) / (sum_p w_p s_p + sum_p w_p t_p + 1),
                  s_p = sigmoid(x_p)
 
@@ -30,6 +32,11 @@ def _contract(a: Tensor, b: Tensor, pairwise: bool) -> Tensor:
     return torch.einsum("...np,...kp->...nk" if pairwise else "...np,...np->...n", a, b)
 
 
+def _column(weights: Tensor) -> Tensor:
+    """Per-point weights (P,) or (...,1,P) as a column (...,P,1) for a matrix-vector product."""
+    return (weights[None] if weights.dim() == 1 else weights).transpose(-1, -2)
+
+
 def _per_point_norm(weights: Tensor, pairwise: bool) -> Tensor:
     total = weights.sum(-1).clamp_min(1.0)
     return total[..., None] if pairwise else total
@@ -37,18 +44,29 @@ def _per_point_norm(weights: Tensor, pairwise: bool) -> Tensor:
 
 def sigmoid_bce(logits: Tensor, targets: Tensor, weights: Tensor, pairwise: bool = False) -> Tensor:
     """Mean sigmoid BCE over weighted points. logits (...,N,P), targets (...,K,P) or (...,N,P)."""
-    pos = F.softplus(-logits) * weights  # -log sigmoid(x)
-    neg = F.softplus(logits) * weights  # -log (1 - sigmoid(x))
-    total = _contract(pos, targets, pairwise) + _contract(neg, 1 - targets, pairwise)
+    if pairwise:  # per-point weights fold into the (small) targets and a matrix-vector product
+        neg = F.softplus(logits) @ _column(weights)  # (...,N,1): sum_p w_p softplus
+        total = neg - _contract(logits, targets * weights, True)
+    else:
+        total = (F.softplus(logits) * weights).sum(-1) - _contract(logits * weights, targets,
+                                                                   False)
     return total / _per_point_norm(weights, pairwise)
 
 
 def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor, pairwise: bool = False) -> Tensor:
     """Dice loss with +1 smoothing. logits (...,N,P), targets (...,K,P) or (...,N,P)."""
-    probs = logits.sigmoid() * weights
-    inter = _contract(probs, targets, pairwise)
-    psum, tsum = probs.sum(-1), (targets * weights).sum(-1)
-    denom = psum[..., :, None] + tsum[..., None, :] if pairwise else psum + tsum
+    probs = logits.sigmoid()
+    weighted_targets = targets * weights
+    tsum = weighted_targets.sum(-1)
+    if pairwise:  # one pass over the (N,P) probabilities: [t_k * w ; w] as K+1 columns
+        columns = torch.cat([weighted_targets, _column(weights).transpose(-1, -2).expand(
+            *weighted_targets.shape[:-2], 1, -1)], dim=-2)
+        both = probs @ columns.transpose(-1, -2)  # (...,N,K+1)
+        inter, psum = both[..., :-1], both[..., -1:]
+        denom = psum + tsum[..., None, :]  # (...,N,1) + (...,1,K)
+    else:
+        inter = _contract(probs, weighted_targets, False)
+        denom = (probs * weights).sum(-1) + tsum
     return 1 - (2 * inter + 1) / (denom + 1)
 
 

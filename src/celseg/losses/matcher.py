@@ -10,45 +10,60 @@ from torch import Tensor, nn
 from celseg.losses.mask_terms import (
     dice_loss,
     points_for,
-    read_bilinear,
     read_nearest,
     sigmoid_bce,
     uniform_coords,
 )
 
+UNMATCHABLE = -1  # label of a padding slot; never equal to a pixel's label
 
-def pad_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Stack per-image targets: labels (B,Kmax) long (-1 padding) and masks (B,Kmax,H,W) float
-    (zero padding); Kmax >= 1."""
+
+def pad_labels(targets: list[dict[str, Tensor]], device: torch.device) -> Tensor:
+    """(B,Kmax) long segment labels, ``UNMATCHABLE`` padding; Kmax >= 1."""
     kmax = max([int(t["labels"].numel()) for t in targets] + [1])
-    size = targets[0]["masks"].shape[-2:]
-    labels = torch.full((len(targets), kmax), -1, dtype=torch.long, device=device)
-    masks = torch.zeros(len(targets), kmax, *size, device=device)
+    labels = torch.full((len(targets), kmax), UNMATCHABLE, dtype=torch.long, device=device)
     for b, t in enumerate(targets):
-        k = int(t["labels"].numel())
-        labels[b, :k] = t["labels"].to(device)
-        masks[b, :k] = t["masks"].to(device)
-    return labels, masks
+        labels[b, : t["labels"].numel()] = t["labels"].to(device)
+    return labels
+
+
+def label_map_of(targets: list[dict[str, Tensor]], valid: Tensor, ignore: int) -> Tensor:
+    """(B,H,W) vocabulary label map from per-image segment masks, ``ignore`` off ``valid``."""
+    out = torch.full(valid.shape, ignore, dtype=torch.long, device=valid.device)
+    for b, t in enumerate(targets):
+        for label, mask in zip(t["labels"], t["masks"], strict=True):
+            out[b][mask.to(valid.device) > 0.5] = int(label)
+    return torch.where(valid, out, torch.full_like(out, ignore))
+
+
+def segments_at(label_points: Tensor, labels: Tensor, ignore: int) -> tuple[Tensor, Tensor]:
+    """Label map read at points (...,P) and segment labels (...,K) -> binary targets (...,K,P)
+    and point weights (...,1,P) (0 on ignore pixels)."""
+    targets = (label_points[..., None, :] == labels[..., :, None]).float()
+    return targets, (label_points != ignore).float()[..., None, :]
 
 
 class HungarianMatcher(nn.Module):
     """cost(q, k) = cost_class * (-softmax(z_q)[y_k]) + cost_mask * bce(M_q, m_k)
     + cost_dice * dice(M_q, m_k), ignore pixels excluded from the mask terms.
 
-    The softmax runs over every column of ``pred_logits`` (C+1 in background_embedding mode). With
-    ``num_points`` > 0 the mask terms are read at that many uniform points per image
-    (``mask_terms.points_for``), and the cost matrices of the whole batch are one set of tensor
-    ops; only the assignment itself runs per image, on the CPU. ``num_points`` = 0 compares at
-    every pixel of the target (predictions upsampled), one image at a time.
+    The softmax runs over every column of ``pred_logits`` (C+1 in background_embedding mode).
+    With ``num_points`` > 0 the mask terms are read at that many uniform points per image
+    (``mask_terms.points_for``): predictions at the nearest stride-4 pixel, targets from the
+    label map at the nearest pixel, so no full-resolution mask is built; the cost matrices of
+    the whole batch are one set of tensor ops, and only the assignment itself runs per image,
+    on the CPU. ``num_points`` = 0 compares at every pixel of the target (predictions upsampled
+    bilinearly), one image at a time.
     """
 
     def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
-                 num_points: int = 0) -> None:
+                 num_points: int = 0, ignore_index: int = 255) -> None:
         super().__init__()
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
         self.num_points = num_points
+        self.ignore_index = ignore_index
 
     def batch_costs(self, logits: Tensor, pred: Tensor, labels: Tensor, tgt: Tensor,
                     weights: Tensor) -> Tensor:
@@ -60,38 +75,43 @@ class HungarianMatcher(nn.Module):
         cost = cost + self.cost_mask * sigmoid_bce(pred, tgt, weights, pairwise=True)
         return cost + self.cost_dice * dice_loss(pred, tgt, weights, pairwise=True)
 
-    def points(self, masks: Tensor, tmasks: Tensor, valid: Tensor) -> tuple[Tensor, ...]:
-        """masks (B,Q,h,w), tmasks (B,K,H,W), valid (B,H,W) -> pred (B,Q,P), tgt (B,K,P),
-        weights (B,1,P): uniform points, or every target pixel when ``num_points`` is 0."""
-        count = points_for(self.num_points, masks.shape[-2:])
-        if count == 0:
-            if masks.shape[-2:] != tmasks.shape[-2:]:
-                masks = F.interpolate(masks.float(), size=tmasks.shape[-2:], mode="bilinear",
-                                      align_corners=False)
-            return masks.float().flatten(2), tmasks.flatten(2), valid.float().flatten(1)[:, None]
-        coords = uniform_coords(masks.shape[0], count, masks.device)
-        return (read_bilinear(masks, coords), read_nearest(tmasks, coords),
-                read_nearest(valid[:, None], coords).float())
+    def points(self, masks: Tensor, labels: Tensor, label_map: Tensor) -> tuple[Tensor, ...]:
+        """masks (B,Q,h,w), labels (B,K), label_map (B,H,W) -> pred (B,Q,P), tgt (B,K,P),
+        weights (B,1,P) at ``points_for(num_points)`` uniform points per image."""
+        coords = uniform_coords(masks.shape[0], points_for(self.num_points, masks.shape[-2:]),
+                                masks.device)
+        label_points = read_nearest(label_map[:, None], coords)[:, 0]
+        tgt, weights = segments_at(label_points, labels, self.ignore_index)
+        return read_nearest(masks, coords).float(), tgt, weights
 
     def cost_matrix(self, logits: Tensor, masks: Tensor, target: dict[str, Tensor],
                     valid: Tensor) -> Tensor:
-        """One image: logits (Q,C'), masks (Q,h,w), target labels (K,) and masks (K,H,W),
-        valid (H,W) -> (Q,K)."""
-        pred, tgt, w = self.points(masks[None], target["masks"][None].float(), valid[None])
-        return self.batch_costs(logits[None], pred, target["labels"][None], tgt, w)[0]
+        """One image at every target pixel: logits (Q,C'), masks (Q,h,w), target labels (K,)
+        and masks (K,H,W), valid (H,W) -> (Q,K)."""
+        tmasks = target["masks"].float()
+        masks = masks.float()
+        if masks.shape[-2:] != tmasks.shape[-2:]:
+            masks = F.interpolate(masks[None], size=tmasks.shape[-2:], mode="bilinear",
+                                  align_corners=False)[0]
+        weights = valid.float().flatten()[None, None]
+        return self.batch_costs(logits[None], masks.flatten(1)[None], target["labels"][None],
+                                tmasks.flatten(1)[None], weights)[0]
 
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]], valid: Tensor,
-                padded: tuple[Tensor, Tensor] | None = None) -> list[tuple[Tensor, Tensor]]:
-        """outputs: pred_logits (B,Q,C'), pred_masks (B,Q,h,w); valid (B,H,W) bool; padded:
-        :func:`pad_targets` of ``targets`` when the caller has it already.
-        Returns per image (query indices, target indices), each (min(Q,K),) long, on the CPU."""
+                label_map: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """outputs: pred_logits (B,Q,C'), pred_masks (B,Q,h,w); valid (B,H,W) bool; label_map:
+        (B,H,W) vocabulary labels (``ignore_index`` off ``valid``), built from the targets'
+        masks when not given. Returns per image (query indices, target indices), each
+        (min(Q,K),) long, on the CPU."""
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]
         counts = [int(t["labels"].numel()) for t in targets]
         if self.num_points > 0:
-            labels, tmasks = padded if padded is not None else pad_targets(targets, masks.device)
-            labels, tmasks = labels.to(masks.device), tmasks.to(masks.device)
-            pred, tgt, w = self.points(masks, tmasks, valid.to(masks.device))
+            valid = valid.to(masks.device)
+            if label_map is None:
+                label_map = label_map_of(targets, valid, self.ignore_index)
+            labels = pad_labels(targets, masks.device)
+            pred, tgt, w = self.points(masks, labels, label_map.to(masks.device))
             costs = self.batch_costs(logits, pred, labels, tgt, w).cpu()  # one transfer
         else:  # every pixel: one image at a time keeps the memory at one image's
             costs = [self.cost_matrix(logits[b], masks[b], t, valid[b]) if k else None

@@ -17,17 +17,21 @@ def labels_to_vocab(
 
 
 def labels_to_targets(
-    labels: torch.Tensor, vocab_lut: torch.Tensor, ignore_index: int = 255
+    labels: torch.Tensor, vocab_lut: torch.Tensor, ignore_index: int = 255,
+    with_masks: bool = True,
 ) -> list[dict[str, torch.Tensor]]:
     """One target per image: ``labels`` (K,) long vocabulary indices of the classes present
-    (ascending) and ``masks`` (K,H,W) float binary masks. labels: (B,H,W) dataset ids."""
+    (ascending) and, ``with_masks``, ``masks`` (K,H,W) float binary masks (the point-sampled
+    losses read the label map instead). labels: (B,H,W) dataset ids."""
     vocab = labels_to_vocab(labels, vocab_lut, ignore_index)
     out = []
     for image in vocab:
         present = torch.unique(image)
         present = present[present != ignore_index]
-        masks = (image[None] == present[:, None, None]).float()
-        out.append({"labels": present, "masks": masks})
+        target = {"labels": present}
+        if with_masks:
+            target["masks"] = (image[None] == present[:, None, None]).float()
+        out.append(target)
     return out
 
 

@@ -98,10 +98,10 @@ class TransformerDecoder(nn.Module):
     first before any layer, the last after the final layer) with ``class_feat (B,Q,hidden_dim)``,
     ``mask_embed (B,Q,mask_dim)`` and ``pred_masks (B,Q,h,w)`` logits at mask_features' size.
 
-    ``forward(..., all_predictions=False)`` (inference) returns the final prediction only. The
-    earlier masks are then needed only as attention masks, at the size of the memory level they
-    mask, and are computed there: resizing is linear, so resize(einsum(e, F)) =
-    einsum(e, resize(F)), and the stride-4 einsum and the resize of Q masks are skipped.
+    ``forward(..., all_predictions=False)`` (inference) returns the final prediction only; the
+    earlier masks still gate the attention. (Computing them at each level's size instead, by
+    resizing the mask features first, is exact but slower for Q < mask_dim: measured 23 vs 13 ms
+    at 512 px.)
     """
 
     def __init__(
@@ -167,22 +167,12 @@ class TransformerDecoder(nn.Module):
             srcs.append(m.flatten(2).transpose(1, 2) + self.level_embed.weight[i])  # (B,L,d)
         queries = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
-        # inference: earlier masks at each level's size only (see the class docstring)
-        level_features = None if all_predictions else [
-            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
-            if size != tuple(mask_features.shape[-2:]) else mask_features for size in sizes
-        ]
-        preds = []
-        for i in range(len(self.layers) + 1):
+        preds = [self._predict(queries, mask_features)]
+        for i, layer in enumerate(self.layers):
             level = i % self.num_levels
-            if i == len(self.layers) or level_features is None:
-                preds.append(self._predict(queries, mask_features))
-            else:  # masks only where the next layer's attention reads them
-                preds.append(self._predict(queries, level_features[level]))
-            if i == len(self.layers):
-                break
             attn_mask = None
             if self.masked_attention:
                 attn_mask = self._attn_mask(preds[-1]["pred_masks"], sizes[level])
-            queries = self.layers[i](queries, query_pos, srcs[level], poss[level], attn_mask)
+            queries = layer(queries, query_pos, srcs[level], poss[level], attn_mask)
+            preds.append(self._predict(queries, mask_features))
         return preds if all_predictions else preds[-1:]
