@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celseg.cli import main
 from celseg.data.classes import load_classes
 from celseg.data.synth_shapes import OV_SHAPES, inside_unit_shape
 from celseg.data.synthetic import class_info, generate, render_segmentation
@@ -17,14 +16,6 @@ from celseg.errors import DataError
 
 NEW_WORDS = {"hexagon", "cross", "heart", "ring", "purple", "orange", "white", "snow", "carpet",
              "cobblestone"}
-
-
-@pytest.fixture(scope="module")
-def ov_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ov") / "data"
-    assert main(["make-data", "synthetic", "--variant", "ov", "--out", str(root), "--train", "8",
-                 "--val", "4", "--size", "64", "--captions", "30", "--quiet"]) == 0
-    return root
 
 
 def test_layout_matches_the_first_dataset(ov_root, synthetic_root):
