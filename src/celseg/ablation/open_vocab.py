@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/open_vocab", help="folder of every run")
     p.add_argument("--results", default="",
                    help="markdown file whose open-vocab section is written (e.g. docs/RESULTS.md)")
-    p.add_argument("--note", default="", help="text appended to the section")
+    p.add_argument("--notes", default="", help="markdown file whose text ends the section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                           args.eval_config, progress=not args.quiet)
     table = aggregate(runs)
     command = "python -m celseg.ablation.open_vocab " + shlex.join(argv)
-    report = markdown_report(table, runs, command, args.note)
+    note = Path(args.notes).read_text() if args.notes else ""
+    report = markdown_report(table, runs, command, note)
     write_json(out_root / "open_vocab.json", {"command": command, "table": table, "runs": runs})
     write_text(out_root / "open_vocab.md", report)
     if args.results:
