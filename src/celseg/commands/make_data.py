@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src", type=Path, default=None,
                         help="real datasets: folder of the raw download")
     parser.add_argument("--variant", default=None,
-                        help="real datasets: variant of the benchmark (e.g. ade20k-150 / 847, "
-                        "context-59 / 459); default: the converter's")
+                        help="variant of the benchmark: synthetic 'ov' is the second world of "
+                        "names (open-vocabulary transfer); real datasets e.g. ade20k-150 / 847, "
+                        "context-59 / 459; default: the first synthetic world, the converter's")
     parser.add_argument("--split-file", type=Path, default=None,
                         help="real datasets: JSON file naming the unseen classes "
                         "(default: the published split)")
@@ -47,7 +48,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
     stats = generate(args.out, seed=args.seed, n_train=args.train, n_val=args.val,
                      size=args.size, n_captions=args.captions, workers=args.workers,
-                     progress=not args.quiet)
+                     progress=not args.quiet, variant=args.variant or "")
     total = stats["train"] + stats["val"] + stats["captions"]
     print(f"wrote {stats['out']}: {stats['num_classes']} classes "
           f"({len(stats['unseen'])} unseen: {', '.join(stats['unseen'])})")

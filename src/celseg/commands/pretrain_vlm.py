@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from celseg.vlm.config import VLMConfig
 
     d = VLMConfig()
-    parser.add_argument("--data", required=True, help="dataset root with captions/captions.jsonl")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="dataset root(s) with captions/captions.jsonl; several roots: one "
+                        "VLM learns the names of every dataset (e.g. both generated worlds)")
     parser.add_argument("--out", required=True, help="output folder (model.safetensors + "
                         "celseg_vlm.json)")
     parser.add_argument("--steps", type=int, default=None, help=f"optimiser steps ({d.steps})")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "star")
+# the second generated dataset's shapes (``--variant ov``)
+OV_SHAPES = ("hexagon", "cross", "heart", "ring")
+RING_INNER = 0.6  # inner radius of the ring, relative to its outer radius 1
 
 
 def _regular(n: int, radius: float, start_deg: float = 90.0) -> np.ndarray:
@@ -27,6 +30,11 @@ POLYGONS: dict[str, np.ndarray] = {
     "square": np.array([[-0.85, -0.85], [0.85, -0.85], [0.85, 0.85], [-0.85, 0.85]]),
     "triangle": _regular(3, 1.25),
     "star": _star(),
+    "hexagon": _regular(6, 1.1),
+    # a plus sign of arm half-width 0.38 and reach 1.1 (area ~ pi, like the others)
+    "cross": np.array([[0.38, 0.38], [0.38, 1.1], [-0.38, 1.1], [-0.38, 0.38], [-1.1, 0.38],
+                       [-1.1, -0.38], [-0.38, -0.38], [-0.38, -1.1], [0.38, -1.1], [0.38, -0.38],
+                       [1.1, -0.38], [1.1, 0.38]]),
 }
 
 
@@ -34,8 +42,15 @@ def inside_unit_shape(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Boolean mask of points ``(u, v)`` (any equal shapes) inside the unit ``shape``."""
     if shape == "circle":
         return u * u + v * v <= 1.0
+    if shape == "ring":
+        r2 = u * u + v * v
+        return (r2 <= 1.15**2) & (r2 >= (1.15 * RING_INNER) ** 2)
+    if shape == "heart":
+        # the classic quartic heart (x^2 + y^2 - 1)^3 <= x^2 y^3, scaled to area ~ pi
+        x, y = u / 0.95, v / 0.95 + 0.1
+        return (x * x + y * y - 1.0) ** 3 <= x * x * y**3
     if shape not in POLYGONS:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES + OV_SHAPES)}")
     verts = POLYGONS[shape]
     x0, y0 = verts[:, 0], verts[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)

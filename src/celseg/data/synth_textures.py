@@ -11,6 +11,7 @@ from PIL import Image
 
 REAL_TEXTURES = ("grass", "brick", "gravel")
 TEXTURES = REAL_TEXTURES + ("waves", "sand", "wood")
+OV_TEXTURES = ("snow", "carpet", "cobblestone")  # the second generated dataset's (--variant ov)
 
 
 @cache
@@ -87,7 +88,42 @@ def pattern(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
         plank = np.floor(along * rng.uniform(2.5, 4.0))
         x = x + 0.5 * np.sin(7.3 * plank) + 0.3 * grain
         return _standardise(x)
-    raise ValueError(f"unknown texture {kind!r}; known: {', '.join(TEXTURES)}")
+    if kind in OV_TEXTURES:
+        return _ov_pattern(kind, size, rng, scale)
+    raise ValueError(f"unknown texture {kind!r}; known: {', '.join(TEXTURES + OV_TEXTURES)}")
+
+
+def _ov_pattern(kind: str, size: int, rng: np.random.Generator, scale: float) -> np.ndarray:
+    if kind == "snow":
+        # soft drifts with sparse bright sparkles
+        x = smooth_noise(rng, size, 3) + 0.35 * smooth_noise(rng, size, 16 * scale)
+        x = x + 2.5 * (rng.random((size, size)) > 0.985)
+        return _standardise(x)
+    if kind == "carpet":
+        # a tight woven grid of loops plus fibre noise
+        along, across = _coords(size, rng)
+        freq = rng.uniform(28, 36) * scale
+        x = np.sin(2 * np.pi * freq * along) * np.sin(2 * np.pi * freq * across)
+        x = x + 0.9 * rng.standard_normal((size, size), dtype=np.float32)
+        return _standardise(x + 0.4 * smooth_noise(rng, size, 5))
+    return cobblestone(size, rng, scale)
+
+
+def cobblestone(size: int, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Rounded stones: Voronoi cells of jittered grid points, each its own brightness, with
+    dark mortar where the nearest two points are nearly equidistant."""
+    cells = max(int(round(rng.uniform(6, 9) * scale)), 2)
+    g = (np.arange(cells) + 0.5) / cells
+    py, px = np.meshgrid(g, g, indexing="ij")
+    pts = np.stack([py.ravel(), px.ravel()], 1) + rng.uniform(-0.3, 0.3, (cells * cells, 2)) / cells
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    d = np.sqrt((t[:, None, None] - pts[None, None, :, 0]) ** 2
+                + (t[None, :, None] - pts[None, None, :, 1]) ** 2)  # (size, size, cells^2)
+    part = np.partition(d, 1, axis=2)
+    edge = (part[..., 1] - part[..., 0]) * cells  # 0 on the mortar lines
+    shade = rng.uniform(-1, 1, cells * cells)[d.argmin(axis=2)]
+    x = 0.6 * shade + np.tanh(edge / 0.12) + 0.3 * smooth_noise(rng, size, 20 * scale)
+    return _standardise(x)
 
 
 def tint(pat: np.ndarray, rgb: np.ndarray, contrast: float) -> np.ndarray:

@@ -33,6 +33,8 @@ from celseg.data.synth_textures import pattern, tint
 from celseg.errors import DataError
 
 SPEC_FILE = Path(__file__).with_name("synthetic_classes.json")
+# the worlds of names: "" is the first dataset, "ov" the second one (open-vocabulary transfer)
+SPEC_FILES = {"": SPEC_FILE, "ov": SPEC_FILE.with_name("synthetic_ov_classes.json")}
 SPLIT_CODES = {"train": 0, "val": 1, "captions": 2}
 DATASET_NAME = "synthetic-shapes"
 
@@ -45,6 +47,8 @@ class SyntheticSpec:
     stuff: tuple[dict, ...]
     colors: dict
     hue_jitter: float
+    name: str = DATASET_NAME
+    stream: tuple[int, ...] = ()  # appended to every random-stream key (empty: the first world)
 
     @property
     def num_things(self) -> int:
@@ -58,16 +62,23 @@ class SyntheticSpec:
         return self.num_things + j
 
 
-@lru_cache(maxsize=1)
-def load_spec() -> SyntheticSpec:
-    raw = json.loads(SPEC_FILE.read_text())
+@lru_cache(maxsize=4)
+def load_spec(variant: str = "") -> SyntheticSpec:
+    if variant not in SPEC_FILES:
+        raise DataError(f"unknown synthetic variant {variant!r}; known: "
+                        f"{', '.join(repr(v) for v in SPEC_FILES)}")
+    raw = json.loads(SPEC_FILES[variant].read_text())
     return SyntheticSpec(tuple(raw["things"]), tuple(raw["stuff"]), raw["colors"],
-                         float(raw["hue_jitter"]))
+                         float(raw["hue_jitter"]), raw.get("name", DATASET_NAME),
+                         tuple(raw.get("stream", ())))
 
 
-def class_info() -> ClassInfo:
-    """The benchmark's classes: 16 coloured shapes, then 8 stuff textures; 6 unseen."""
-    spec = load_spec()
+def class_info(variant: str = "") -> ClassInfo:
+    """The benchmark's classes: 16 coloured shapes, then 8 stuff textures; 6 unseen.
+
+    ``variant="ov"``: the second world, 18 shapes then 6 stuff; "unseen" marks the 16 names
+    the first world does not have."""
+    spec = load_spec(variant)
     entries = list(spec.things) + list(spec.stuff)
     return ClassInfo(
         names=tuple(e["name"] for e in entries),
@@ -75,7 +86,7 @@ def class_info() -> ClassInfo:
         kinds=("thing",) * spec.num_things + ("stuff",) * spec.num_stuff,
         colors=tuple(tuple(int(c) for c in e["palette"]) for e in entries),
         ignore_index=255,
-        dataset_name=DATASET_NAME,
+        dataset_name=spec.name,
     )
 
 
@@ -83,14 +94,16 @@ def class_info() -> ClassInfo:
 # rendering
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, SPLIT_CODES[split], index])
+def _rng(seed: int, split: str, index: int, stream: tuple[int, ...] = ()) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_CODES[split], index, *stream])
 
 
-def _deck(seed: int, split: str, what: int, n: int, position: int) -> int:
+def _deck(seed: int, split: str, what: int, n: int, position: int,
+          stream: tuple[int, ...] = ()) -> int:
     """Balanced draw: position k of an endless sequence of shuffled decks of ``n`` cards."""
     cycle, k = divmod(position, n)
-    perm = np.random.default_rng([seed, SPLIT_CODES[split], 1_000_003, what, cycle]).permutation(n)
+    key = [seed, SPLIT_CODES[split], 1_000_003, what, cycle, *stream]
+    perm = np.random.default_rng(key).permutation(n)
     return int(perm[k])
 
 
@@ -162,8 +175,8 @@ def paint_thing(
     return int(mask.sum())
 
 
-def render_segmentation(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
+def render_segmentation(seed: int, split: str, index: int, size: int,
+                        variant: str = "") -> tuple[np.ndarray, np.ndarray]:
     """One benchmark image: (size, size, 3) uint8 RGB and (size, size) uint8 class ids.
 
     1-3 stuff regions cover the image; 1-6 things of random class, size (diameter 10-40% of
@@ -171,10 +184,10 @@ def render_segmentation(seed: int, split: str, index: int, size: int) -> tuple[n
     ones. Two things and the first stuff class come from balanced decks per split, so every
     class (seen or unseen) appears in a split as soon as it has a handful of images.
     """
-    spec = load_spec()
-    rng = _rng(seed, split, index)
+    spec = load_spec(variant)
+    rng = _rng(seed, split, index, spec.stream)
     n_stuff = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3]))
-    first = _deck(seed, split, 0, spec.num_stuff, index)
+    first = _deck(seed, split, 0, spec.num_stuff, index, spec.stream)
     others = [j for j in rng.permutation(spec.num_stuff) if j != first][: n_stuff - 1]
     chosen = [first] + [int(j) for j in others]
     regions = stuff_regions(n_stuff, size, rng)
@@ -186,7 +199,7 @@ def render_segmentation(seed: int, split: str, index: int, size: int) -> tuple[n
         label[sel] = spec.stuff_id(j)
 
     n_things = int(rng.integers(1, 7))
-    deck = [_deck(seed, split, 1, spec.num_things, 2 * index + k) for k in range(2)]
+    deck = [_deck(seed, split, 1, spec.num_things, 2 * index + k, spec.stream) for k in range(2)]
     classes = [int(c) for c in rng.integers(0, spec.num_things, max(n_things - 2, 0))]
     classes += deck[: n_things]  # deck objects are painted last (on top)
     placed = []
@@ -220,16 +233,17 @@ CAPTION_TWO = ("{a} {t} and {a2} {t2} {p}", "a photo of {a} {t} and {a2} {t2} {p
 CAPTION_STUFF = ("a photo of {n}", "{n}", "a texture of {n}", "a close-up of {n}")
 
 
-def render_caption(seed: int, index: int, size: int) -> tuple[np.ndarray, str, list[int]]:
+def render_caption(seed: int, index: int, size: int,
+                   variant: str = "") -> tuple[np.ndarray, str, list[int]]:
     """One caption sample: (size, size, 3) uint8 image, its caption and the ids it shows.
 
     One stuff texture fills the image. One sample in ten shows only the stuff, two in ten
     show two things, the rest one large thing (diameter 40-75% of the image). Things and
     stuff are drawn from balanced decks, so all classes, seen and unseen, appear evenly.
     """
-    spec = load_spec()
-    rng = _rng(seed, "captions", index)
-    j = _deck(seed, "captions", 0, spec.num_stuff, index)
+    spec = load_spec(variant)
+    rng = _rng(seed, "captions", index, spec.stream)
+    j = _deck(seed, "captions", 0, spec.num_stuff, index, spec.stream)
     image = stuff_layer(spec, j, size, rng)
     label = np.full((size, size), spec.stuff_id(j), dtype=np.uint8)
     stuff = spec.stuff[j]
@@ -241,7 +255,7 @@ def render_caption(seed: int, index: int, size: int) -> tuple[np.ndarray, str, l
     n_obj = 2 if kind in (3, 7) else 1
     # the thing deck counts only object slots, so thing classes stay balanced
     slot = index - index // 10 - 1
-    things = [_deck(seed, "captions", 1, spec.num_things, slot)]
+    things = [_deck(seed, "captions", 1, spec.num_things, slot, spec.stream)]
     if n_obj == 2:
         things.append(int(rng.choice([c for c in range(spec.num_things) if c != things[0]])))
     if len(things) == 1:
@@ -284,7 +298,8 @@ def _prepare_out(out: Path) -> None:
 
     if out.exists() and any(p.name != MANIFEST for p in out.iterdir()):
         cls_file = out / "classes.json"
-        if not cls_file.is_file() or load_classes(cls_file).dataset_name != DATASET_NAME:
+        names = {load_spec(v).name for v in SPEC_FILES}
+        if not cls_file.is_file() or load_classes(cls_file).dataset_name not in names:
             raise DataError(f"output folder {out} is not empty and holds no synthetic dataset; "
                             "choose an empty or new folder")
         for sub in ("images", "annotations", "captions"):
@@ -292,18 +307,18 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_segmentation(job: tuple[int, str, int, int, str]) -> list[int]:
-    seed, split, index, size, out = job
-    image, label = render_segmentation(seed, split, index, size)
+def _write_segmentation(job: tuple[int, str, int, int, str, str]) -> list[int]:
+    seed, split, index, size, out, variant = job
+    image, label = render_segmentation(seed, split, index, size, variant)
     name = f"{split}_{index:05d}.png"
     _save_png(image, Path(out) / "images" / split / name)
     _save_png(label, Path(out) / "annotations" / split / name)
     return np.unique(label).tolist()
 
 
-def _write_caption(job: tuple[int, str, int, int, str]) -> dict:
-    seed, split, index, size, out = job
-    image, caption, ids = render_caption(seed, index, size)
+def _write_caption(job: tuple[int, str, int, int, str, str]) -> dict:
+    seed, split, index, size, out, variant = job
+    image, caption, ids = render_caption(seed, index, size, variant)
     name = f"cap_{index:05d}.png"
     _save_png(image, Path(out) / "captions" / "images" / name)
     return {"image": f"images/{name}", "caption": caption, "class_ids": ids, "split": split}
@@ -311,9 +326,11 @@ def _write_caption(job: tuple[int, str, int, int, str]) -> dict:
 
 def generate(
     out: str | Path, seed: int = 0, n_train: int = 1200, n_val: int = 300, size: int = 128,
-    n_captions: int = 3000, workers: int = 1, progress: bool = False,
+    n_captions: int = 3000, workers: int = 1, progress: bool = False, variant: str = "",
 ) -> dict:
     """Write the benchmark to ``out``; return statistics.
+
+    ``variant``: "" the first dataset, "ov" the second world of names (same layout).
 
     The output does not depend on ``workers`` (every sample is a function of its index).
     Returns a dict with ``out``, ``num_classes``, ``unseen`` (names), ``train``, ``val``,
@@ -325,9 +342,9 @@ def generate(
     if min(n_train, n_val, n_captions) < 0:
         raise DataError(f"image counts must be >= 0, got train={n_train} val={n_val} "
                         f"captions={n_captions}")
+    info = class_info(variant)  # an unknown variant fails before anything is written
     out = Path(out)
     _prepare_out(out)
-    info = class_info()
     info.save(out / "classes.json")
     for split in ("train", "val"):
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -335,11 +352,11 @@ def generate(
     (out / "captions" / "images").mkdir(parents=True, exist_ok=True)
 
     n_cap_val = n_captions // 10
-    seg_jobs = [(seed, split, i, size, str(out))
+    seg_jobs = [(seed, split, i, size, str(out), variant)
                 for split, n in (("train", n_train), ("val", n_val)) for i in range(n)]
-    cap_jobs = [(seed, "val" if i >= n_captions - n_cap_val else "train", i, size, str(out))
-                for i in range(n_captions)]
-    render_segmentation(seed, "train", 0, 32)  # load the texture photos before timing
+    cap_jobs = [(seed, "val" if i >= n_captions - n_cap_val else "train", i, size, str(out),
+                 variant) for i in range(n_captions)]
+    render_segmentation(seed, "train", 0, 32, variant)  # load the texture photos before timing
     start = time.perf_counter()
     bar = _progress(len(seg_jobs) + len(cap_jobs), progress)
     pool = None
@@ -375,6 +392,7 @@ def generate(
         "captions": n_captions,
         "size": size,
         "seed": seed,
+        "variant": variant,
         "images_per_class": {k: {name: int(c[i]) for i, name in enumerate(info.names)}
                              for k, c in counts.items()},
         "seconds": seconds,

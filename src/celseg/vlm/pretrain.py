@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,25 @@ CKPT = "checkpoint.pt"
 FEATURES = "frozen_features.pt"
 
 
-def read_captions(data: str | Path, split: str = "train") -> list[dict]:
-    """Entries of ``DATA/captions/captions.jsonl`` with the given split, image paths resolved."""
-    path = Path(data) / "captions" / "captions.jsonl"
+CaptionRoots = str | Path | Sequence[str | Path]
+
+
+def caption_roots(data: CaptionRoots) -> list[Path]:
+    """One dataset root, or several: pretraining on the caption splits of several datasets is
+    celseg's analogue of a VLM's web-scale pretraining (one VLM then knows every world's names)."""
+    roots = [data] if isinstance(data, (str, Path)) else list(data)
+    if not roots:
+        raise DataError("no dataset root given for the caption split")
+    return [Path(r) for r in roots]
+
+
+def read_captions(data: CaptionRoots, split: str = "train") -> list[dict]:
+    """Entries of ``DATA/captions/captions.jsonl`` with the given split, image paths resolved;
+    with several roots, their entries in the order given."""
+    roots = caption_roots(data)
+    if len(roots) > 1:
+        return [e for root in roots for e in read_captions(root, split)]
+    path = roots[0] / "captions" / "captions.jsonl"
     if not path.is_file():
         raise DataError(f"no caption file {path} (expected the caption split of the dataset)")
     entries = []
@@ -148,10 +165,11 @@ def _atomic_save(obj: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def pretrain(data: str | Path, out: str | Path, cfg: VLMConfig | None = None,
+def pretrain(data: CaptionRoots, out: str | Path, cfg: VLMConfig | None = None,
              resume: bool = False, progress: bool = True,
              text: MiniLMTextEncoder | None = None, stop_after: int | None = None) -> dict:
-    """Train the LiT image tower on ``DATA/captions``; write the model to ``out``.
+    """Train the LiT image tower on ``DATA/captions`` (of one root or several, see
+    :func:`caption_roots`); write the model to ``out``.
 
     Returns a summary dict (steps, final loss, seconds). With ``resume`` the last checkpoint in
     ``out`` (model, optimiser, step) is continued; without it an existing checkpoint is ignored.
@@ -221,7 +239,8 @@ def pretrain(data: str | Path, out: str | Path, cfg: VLMConfig | None = None,
     if step < cfg.steps:
         return {"steps": step, "interrupted": True, "seconds": round(time.time() - t0, 1)}
     save_lit(tower, out, extra={"dense_scale": cfg.dense_scale, "pretrain": cfg.to_dict(),
-                                "data": str(data), "steps": step})
+                                "data": [str(r) for r in caption_roots(data)],
+                                "steps": step})
     summary = {"steps": step, "final_loss": float(np.mean(losses[-20:])) if losses else None,
                "seconds": round(time.time() - t0, 1), "images": n, "captions": len(captions)}
     (out / "pretrain_summary.json").write_text(json.dumps(summary, indent=1))

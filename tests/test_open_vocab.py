@@ -1,0 +1,142 @@
+"""Open-vocabulary transfer: the shared / new name split of mIoU, the VLM pretrained on both
+worlds' captions, and one evaluation path for the embedded and the real cross-dataset tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from celseg.ablation import open_vocab
+from celseg.cli import main
+from celseg.data.classes import load_classes
+from celseg.evaluation.name_split import name_split_miou
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_name_split_hand_computed():
+    per_class = {"a": {"iou": 50.0, "present": True}, "b": {"iou": None, "present": False},
+                 "c": {"iou": 20.0, "present": True}, "d": {"iou": 40.0, "present": True},
+                 "e": {"iou": float("nan"), "present": False}}
+    got = name_split_miou(per_class, ["a", "b", "z"])
+    assert got["all"] == pytest.approx((50 + 20 + 40) / 3)
+    assert got["shared"] == pytest.approx(50.0)  # b is absent from the ground truth
+    assert got["new"] == pytest.approx(30.0)  # e is absent too
+    assert (got["n_shared"], got["n_new"]) == (2, 3)
+    assert math.isnan(name_split_miou(per_class, [])["shared"])
+
+
+def test_section_is_appended_then_replaced_in_place(tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n\nold text\n")
+    open_vocab.replace_section(doc, "## OV\n\nfirst\n")
+    doc.write_text(doc.read_text() + "\n## Later section\n")
+    open_vocab.replace_section(doc, "## OV\n\nsecond\n")
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nold text\n") and text.endswith("## Later section\n")
+    assert "second" in text and "first" not in text
+    assert text.count(open_vocab.MARK_BEGIN) == 1 == text.count(open_vocab.MARK_END)
+
+
+def test_target_line_against_hand_numbers():
+    def row(new):
+        return {"scores": {"ensemble": {"new": {"mean": new}}}}
+
+    line = open_vocab.target_line({"bgfree_all": row(40.0), "oracle_ov": row(60.0)})
+    assert "0.67 x oracle" in line and "not met" in line and "8.0 mIoU short" in line
+    assert "**met**" in open_vocab.target_line({"bgfree_all": row(50.0), "oracle_ov": row(60.0)})
+
+
+@pytest.fixture(scope="module")
+def both_worlds_vlm(tmp_path_factory, synthetic_root, ov_root):
+    """A LiT VLM pretrained (2 steps) on the caption splits of both generated datasets."""
+    out = tmp_path_factory.mktemp("vlm") / "vlm"
+    assert main(["pretrain-vlm", "--data", str(synthetic_root), str(ov_root), "--out", str(out),
+                 "--steps", "2", "--batch-size", "8", "--threads", "1", "--no-progress"]) == 0
+    return out
+
+
+def test_vlm_pretrains_on_both_caption_splits(both_worlds_vlm, synthetic_root, ov_root):
+    from celseg.vlm.pretrain import read_captions
+
+    def n_train(root):
+        lines = (root / "captions" / "captions.jsonl").read_text().splitlines()
+        return sum(json.loads(x)["split"] == "train" for x in lines)
+
+    summary = json.loads((both_worlds_vlm / "pretrain_summary.json").read_text())
+    assert summary["images"] == n_train(synthetic_root) + n_train(ov_root)
+    meta = json.loads((both_worlds_vlm / "celseg_vlm.json").read_text())
+    assert meta["data"] == [str(synthetic_root), str(ov_root)]
+    entries = read_captions([synthetic_root, ov_root])
+    assert any("hexagon" in e["caption"] or "ring" in e["caption"] for e in entries)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, synthetic_root, both_worlds_vlm):
+    from bad_input_tools import tiny_training
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    sets = [*tiny_training(1, ckpt_every=1), f"model.vlm={both_worlds_vlm}",
+            "data.setting=oracle", f"data.root={synthetic_root}", f"train.out_dir={out}"]
+    assert main(["train", "-c", str(REPO / "configs" / "synthetic_ce.yaml"), "--no-progress",
+                 "--set", *sets]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    """The VOC converter's test fixture (official layout) converted to celseg's layout."""
+    from test_convert_voc import make_voc
+
+    from celseg.data.convert import CONVERTERS
+
+    raw = tmp_path_factory.mktemp("vocraw")
+    make_voc(raw)
+    out = tmp_path_factory.mktemp("voc") / "voc"
+    CONVERTERS["voc"](raw, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def evaluate_calls(monkeypatch):
+    """Every call of celseg.engine.evaluator.evaluate: (class names, eval config)."""
+    import celseg.engine.evaluator as evaluator
+
+    calls, real = [], evaluator.evaluate
+
+    def spy(model, dataset, text_emb, class_info, eval_cfg, device, **kw):
+        calls.append((class_info.names, eval_cfg))
+        return real(model, dataset, text_emb, class_info, eval_cfg, device, **kw)
+
+    monkeypatch.setattr(evaluator, "evaluate", spy)
+    return calls
+
+
+def test_real_data_ov_eval_is_the_embedded_cross_dataset_path(tiny_run, voc_root, ov_root,
+                                                              synthetic_root, tmp_path,
+                                                              evaluate_calls):
+    """``celseg evaluate -c configs/paper/ov_eval_voc20.yaml`` on converted real-format data and
+    the open-vocab table's evaluation are one code path: the same function, the same result."""
+    paper_cfg = REPO / "configs" / "paper" / "ov_eval_voc20.yaml"
+    assert main(["evaluate", "--ckpt", str(tiny_run), "-c", str(paper_cfg), "--data",
+                 str(voc_root), "--out", str(tmp_path / "cli.json"), "--no-progress"]) == 0
+    via_table = open_vocab.cross_evaluate(tiny_run, paper_cfg, voc_root, tmp_path / "ov.json")
+    embedded = open_vocab.cross_evaluate(tiny_run, REPO / open_vocab.EVAL_CONFIG, ov_root,
+                                         tmp_path / "emb.json")
+    assert len(evaluate_calls) == 3
+    (voc_names, voc_cfg), again, (ov_names, ov_cfg) = evaluate_calls
+    assert again == (voc_names, voc_cfg) and voc_cfg.sliding_window  # the paper's eval keys
+    assert not ov_cfg.sliding_window and "purple hexagon" in ov_names
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    assert via_table["protocols"].keys() == cli["protocols"].keys() >= {"segmenter", "ensemble"}
+    for p in cli["protocols"]:
+        assert via_table["protocols"][p]["per_class"] == cli["protocols"][p]["per_class"]
+    # VOC shares no name with the generated world: every class is new
+    first = load_classes(synthetic_root).names
+    scores = open_vocab.protocol_scores(via_table, first)["ensemble"]
+    assert scores["n_shared"] == 0 and scores["n_new"] == 20
+    ov_scores = open_vocab.protocol_scores(embedded, ["red circle", "grass", "sand"])
+    assert ov_scores["segmenter"]["n_shared"] == 3
