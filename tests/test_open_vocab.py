@@ -102,7 +102,9 @@ def voc_root(tmp_path_factory):
 
 @pytest.fixture
 def evaluate_calls(monkeypatch):
-    """Every call of celseg.engine.evaluator.evaluate: (class names, eval config)."""
+    """Every call of celseg.engine.evaluator.evaluate: (class names, eval config), wherever a
+    module imported the name from."""
+    import celseg.engine.evaluate_checkpoint as evaluate_checkpoint
     import celseg.engine.evaluator as evaluator
 
     calls, real = [], evaluator.evaluate
@@ -111,7 +113,8 @@ def evaluate_calls(monkeypatch):
         calls.append((class_info.names, eval_cfg))
         return real(model, dataset, text_emb, class_info, eval_cfg, device, **kw)
 
-    monkeypatch.setattr(evaluator, "evaluate", spy)
+    for module in (evaluator, evaluate_checkpoint):
+        monkeypatch.setattr(module, "evaluate", spy)
     return calls
 
 

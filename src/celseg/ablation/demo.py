@@ -1,7 +1,9 @@
 """The demo: the whole main job on the embedded benchmark, each finished step skipped on a re-run.
 
-1. ``OUT/data``      generate the synthetic benchmark              (marker ``generate.json``)
-2. ``OUT/vlm``       pretrain the default vision-language model     (``celseg_vlm.json``)
+1. ``OUT/data``      generate the synthetic benchmark              (marker ``generate.json``),
+   ``OUT/data_ov``   and the caption split of the second world (``--variant ov``)
+2. ``OUT/vlm``       pretrain the default vision-language model on both worlds' captions, the
+                     analogue of a VLM's web-scale pretraining   (``celseg_vlm.json``)
 3. ``OUT/runs/V``    the ablation runner, one seed, the demo's variants (``metrics.json``; an
                      interrupted run is resumed from its checkpoint)
 4. ``OUT/overlays``  validation images: image | ground truth | each variant under both protocols
@@ -52,29 +54,42 @@ def _done(start: float, what: str = "done") -> None:
     print(f"   {what} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def make_data(out: Path, seed: int, progress: bool, sizes: dict | None = None) -> Path:
-    """``OUT/data``: the generated benchmark (``sizes``: ``generate``'s size arguments)."""
-    data = out / "data"
-    marker = data / "generate.json"
+def make_data(out: Path, seed: int, progress: bool, sizes: dict | None = None
+              ) -> tuple[Path, Path]:
+    """``OUT/data``: the generated benchmark (``sizes``: ``generate``'s size arguments), and
+    ``OUT/data_ov``: the second world's caption split (for the VLM; no segmentation images)."""
     t = _step("1/5 benchmark data")
-    if marker.is_file():
-        print(f"   cached: {data}")
-        return data
-    stats = generate(data, seed=seed, progress=progress, **(sizes or {}))
-    marker.write_text(json.dumps(stats, indent=1, default=str))
-    _done(t, f"{stats.get('train')} train / {stats.get('val')} val images")
-    return data
+    sizes = dict(sizes or {})
+    second = dict(sizes, n_train=0, n_val=0)
+    for folder, variant, kwargs in (("data", "", sizes), ("data_ov", "ov", second)):
+        marker = out / folder / "generate.json"
+        if marker.is_file():
+            print(f"   cached: {out / folder}")
+            continue
+        stats = generate(out / folder, seed=seed, progress=progress, variant=variant, **kwargs)
+        marker.write_text(json.dumps(stats, indent=1, default=str))
+        _done(t, f"{folder}: {stats.get('train')} train / {stats.get('val')} val images, "
+                 f"{stats.get('captions', kwargs.get('n_captions'))} captions")
+    return out / "data", out / "data_ov"
 
 
-def pretrain_vlm(out: Path, data: Path, progress: bool, steps: int | None = None) -> Path:
-    """``OUT/vlm``: the default vision-language model pretrained on the benchmark's captions."""
+def pretrain_vlm(out: Path, roots: tuple[Path, ...], progress: bool,
+                 steps: int | None = None) -> Path:
+    """``OUT/vlm``: the default vision-language model pretrained on the captions of ``roots``
+    (a cached model pretrained on other data is an error, not silently reused)."""
     vlm = out / "vlm"
     t = _step("2/5 default vision-language model")
-    if (vlm / "celseg_vlm.json").is_file() and (vlm / "model.safetensors").is_file():
+    meta = vlm / "celseg_vlm.json"
+    if meta.is_file() and (vlm / "model.safetensors").is_file():
+        trained_on = json.loads(meta.read_text()).get("data")
+        trained_on = [trained_on] if isinstance(trained_on, str) else list(trained_on or [])
+        if sorted(Path(p).name for p in trained_on) != sorted(r.name for r in roots):
+            raise CelsegError(f"{vlm} was pretrained on {trained_on}, not on {list(map(str, roots))}"
+                              f"; remove it (or use a new --out) to pretrain it again")
         print(f"   cached: {vlm}")
         return vlm
     cfg = VLMConfig() if steps is None else dataclasses.replace(VLMConfig(), steps=steps)
-    summary = pretrain(data, vlm, cfg, progress=progress)
+    summary = pretrain(list(roots), vlm, cfg, progress=progress)
     print(json.dumps(summary))
     print(f"saved to {vlm} (load with --vlm {vlm})")
     _done(t)
@@ -92,16 +107,17 @@ def demo_variants(names: list[str]) -> tuple[Variant, ...]:
 
 def run_demo(out: Path, names: list[str], overrides: list[str], seed: int = 0,
              sizes: dict | None = None, vlm_steps: int | None = None,
-             progress: bool = True) -> str:
-    """Steps 1-5 (module docstring); returns the results table."""
+             progress: bool = True, jobs: int = 1) -> str:
+    """Steps 1-5 (module docstring); returns the results table. ``jobs``: variants trained
+    at once (``run_ablation``)."""
     start = time.perf_counter()
     variants = demo_variants(names)
-    data = make_data(out, seed, progress, sizes)
-    vlm = pretrain_vlm(out, data, progress, vlm_steps)
+    data, data_ov = make_data(out, seed, progress, sizes)
+    vlm = pretrain_vlm(out, (data, data_ov), progress, vlm_steps)
     _step("3/5 train " + ", ".join(f"'{n}'" for n in names))
     base = load_config(config_path("synthetic.yaml"), [f"data.root={data}", *overrides])
     records, _ = run_ablation(base, variants, [0], out / "runs", str(vlm), 0.5, 0.7,
-                              progress=progress, seed_folders=False)
+                              progress=progress, seed_folders=False, jobs=jobs)
     t = _step("4/5 overlays")
     panel_path = out / "overlays" / "val_panel.png"
     if panel_path.is_file():

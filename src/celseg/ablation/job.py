@@ -52,10 +52,12 @@ def ablate(config: str, overrides: list[str], seeds: int, variant_keys: list[str
            vlm: str, pseudo_threshold: float, self_train_threshold: float,
            self_train_share: float, results: Path, command: str, notes: str = "",
            report_only: bool = False, with_figure: bool = True, with_diagnosis: bool = True,
-           progress: bool = True, overwrite: bool = False) -> dict:
+           progress: bool = True, overwrite: bool = False, jobs: int = 1) -> dict:
     """Train (unless ``report_only``) and report the ablation; returns the aggregated table."""
     if seeds < 1:
         raise CelsegError(f"--seeds must be at least 1, got {seeds}")
+    if jobs < 1:
+        raise CelsegError(f"--jobs must be at least 1, got {jobs}")
     for flag, value in (("--pseudo-threshold", pseudo_threshold),
                         ("--self-train-threshold", self_train_threshold),
                         ("--self-train-share", self_train_share)):
@@ -69,7 +71,7 @@ def ablate(config: str, overrides: list[str], seeds: int, variant_keys: list[str
     records, pseudo_report = run_ablation(
         base, select(variant_keys), list(range(seeds)), out_root, vlm, pseudo_threshold,
         self_train_threshold, progress=progress, self_train_share=self_train_share,
-        report_only=report_only)
+        report_only=report_only, jobs=jobs)
     table = aggregate(records)
     write_json(out_root / "ablation.json", table)
     charts = protocol_charts(table, results.parent)

@@ -98,7 +98,8 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
 
 
 def run_open_vocab(base, ov_root: str | Path, seeds: list[int], out_root: Path, vlm: str,
-                   eval_config: str | Path = EVAL_CONFIG, progress: bool = True) -> list[dict]:
+                   eval_config: str | Path = EVAL_CONFIG, progress: bool = True,
+                   jobs: int = 1) -> list[dict]:
     """Train (or reuse) every run, evaluate each on the second dataset; one dict per run with
     ``key``, ``title``, ``seed``, ``trained_on``, ``protocol`` and ``scores`` ({protocol:
     {all, shared, new, n_shared, n_new}}, shared = names of the first dataset ``base.data.root``).
@@ -109,7 +110,7 @@ def run_open_vocab(base, ov_root: str | Path, seeds: list[int], out_root: Path, 
     first_names = list(load_classes(base.data.root).names)
     oracle = oracle_variant(ov_root)
     records, _ = run_ablation(base, (*SOURCE_VARIANTS, oracle), seeds, out_root, vlm,
-                              0.5, 0.7, progress=progress)
+                              0.5, 0.7, progress=progress, jobs=jobs)
     runs = []
     for rec in records:
         out_json = out_root / "cross_eval" / f"{rec.variant.key}_seed{rec.seed}.json"
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="",
                    help="markdown file whose open-vocab section is written (e.g. docs/RESULTS.md)")
     p.add_argument("--notes", default="", help="markdown file whose text ends the section")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     load_classes(base.data.root), load_classes(args.ov_data)  # fail before any training
     out_root = Path(args.out)
     runs = run_open_vocab(base, args.ov_data, list(range(args.seeds)), out_root, args.vlm,
-                          args.eval_config, progress=not args.quiet)
+                          args.eval_config, progress=not args.quiet, jobs=args.jobs)
     table = aggregate(runs)
     command = "python -m celseg.ablation.open_vocab " + shlex.join(argv)
     note = Path(args.notes).read_text() if args.notes else ""

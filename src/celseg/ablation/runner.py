@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from celseg.ablation.variants import Variant
 from celseg.config import Config, apply_override
@@ -50,6 +55,34 @@ def _train(cfg: Config, progress: bool) -> dict:
     return train(cfg, resume=has_checkpoint(cfg.train.out_dir), progress=progress)
 
 
+def _train_in_worker(cfg: Config, threads: int) -> dict:
+    """One run in a worker process of :func:`run_ablation` (``jobs`` > 1), with its own number
+    of intra-op threads, so that parallel runs do not oversubscribe the cores."""
+    torch.set_num_threads(threads)
+    return _train(cfg, progress=False)
+
+
+def _train_all(jobs_list: list[tuple[RunRecord, Config]], jobs: int, progress: bool) -> None:
+    """Fill each record's summary: in this process one run at a time (``jobs`` 1), or in
+    ``jobs`` worker processes, each with cores / jobs threads."""
+    if jobs <= 1 or len(jobs_list) <= 1:
+        for rec, cfg in jobs_list:
+            print(f"[ablation] {rec.variant.title} | seed {rec.seed} -> {rec.out_dir}")
+            rec.summary = _train(cfg, progress)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_train_in_worker, cfg, threads): rec for rec, cfg in jobs_list}
+        for rec, cfg in jobs_list:
+            print(f"[ablation] queued {rec.variant.title} | seed {rec.seed} -> {rec.out_dir} "
+                  f"({jobs} at a time, {threads} thread(s) each)")
+        for future in as_completed(futures):
+            rec = futures[future]
+            rec.summary = future.result()
+            print(f"[ablation] finished {rec.variant.title} | seed {rec.seed}", flush=True)
+
+
 def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
               label_dir: str = "", vlm: str = "") -> Config:
     """The run's config. ``vlm`` (the ablation's VLM) becomes model.vlm when the base names the
@@ -68,11 +101,14 @@ def configure(base: Config, variant: Variant, seed: int, out_dir: Path,
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo_vlm: str, pseudo_threshold: float, self_train_threshold: float,
                  progress: bool = True, self_train_share: float = 0.5,
-                 report_only: bool = False, seed_folders: bool = True
+                 report_only: bool = False, seed_folders: bool = True, jobs: int = 1
                  ) -> tuple[list[RunRecord], dict]:
     """Train and evaluate every (variant, seed); returns the records and the pseudo-label report.
 
     Runs live in ``OUT/VARIANT/seedS`` (``OUT/VARIANT`` with ``seed_folders=False``: one seed).
+    ``jobs`` > 1 trains that many runs at once in worker processes (self-training runs after
+    the runs they relabel with); a run's numbers depend on its thread count, so compare runs
+    made with the same ``jobs`` on the same machine.
 
     ``report_only``: train nothing; collect the (variant, seed) runs that have finished (their
     metrics.json), so a report can cover variants run with different numbers of seeds.
@@ -87,6 +123,7 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
         pseudo_report = ensure_pseudo_labels(pseudo_vlm, base.data.root, pseudo_dir,
                                              pseudo_threshold, progress)
     records: list[RunRecord] = []
+    waves: tuple[list, list] = ([], [])  # self-training runs wait for the pseudo-label runs
     for seed in seeds:
         for variant in variants:
             run_dir = out_root / variant.key
@@ -97,16 +134,19 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
                 if summary is not None:
                     records.append(RunRecord(variant, seed, run_dir, summary))
                 continue
-            label_dir = ""
-            if variant.pseudo:
-                label_dir = str(pseudo_dir)
-            if variant.self_train:
-                label_dir = str(_self_train_labels(out_root, seed, base.data.root,
+            records.append(RunRecord(variant, seed, run_dir))
+            waves[int(variant.self_train)].append(records[-1])
+    for wave in waves:
+        jobs_list = []
+        for rec in wave:
+            label_dir = str(pseudo_dir) if rec.variant.pseudo else ""
+            if rec.variant.self_train:
+                label_dir = str(_self_train_labels(out_root, rec.seed, base.data.root,
                                                    self_train_threshold, self_train_share,
                                                    progress))
-            cfg = configure(base, variant, seed, run_dir, label_dir, pseudo_vlm)
-            print(f"[ablation] {variant.title} | seed {seed} -> {run_dir}")
-            records.append(RunRecord(variant, seed, run_dir, _train(cfg, progress)))
+            jobs_list.append((rec, configure(base, rec.variant, rec.seed, rec.out_dir,
+                                             label_dir, pseudo_vlm)))
+        _train_all(jobs_list, jobs, progress)
     return records, pseudo_report
 
 

