@@ -3,7 +3,8 @@
     python benchmarks/bench_matcher.py [--device cpu|cuda] [--out FILE.json]
 
 16 queries, masks at 1/4 of a 128 px crop (the default), K ground-truth segments per image as
-rendered by the synthetic generator, 24-way logits; also at 512 px with 100 queries.
+rendered by the synthetic generator, 24-way logits; also at 512 px with 100 queries. The matcher
+is the default config's (``loss.num_points`` points per image, capped at the mask's pixels).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 
 import torch
 
+from celseg.config import LossConfig
 from celseg.losses.matcher import HungarianMatcher
-from celseg.losses.targets import build_vocab_lut, labels_to_targets
+from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
 
 
 def run(device: str = "cpu", images: int = 32,
@@ -23,22 +25,23 @@ def run(device: str = "cpu", images: int = 32,
     from bench_train import _batch
 
     dev = torch.device(device)
-    matcher = HungarianMatcher()
+    matcher = HungarianMatcher(num_points=LossConfig().num_points)
     lut = build_vocab_lut(list(range(24)))
     rows = []
     for size, queries in settings:
         _, labels = _batch(0, images, size)
         labels = labels.to(dev)
-        targets = labels_to_targets(labels, lut)
+        targets = labels_to_targets(labels, lut, with_masks=False)
+        label_map = labels_to_vocab(labels, lut)
         g = torch.Generator().manual_seed(0)
         outputs = {
             "pred_logits": torch.randn(images, queries, 24, generator=g).to(dev),
             "pred_masks": torch.randn(images, queries, size // 4, size // 4, generator=g).to(dev),
         }
         valid = labels != 255
-        matcher(outputs, targets[:2], valid[:2])  # warm-up
+        matcher(outputs, targets, valid, label_map)  # warm-up
         t = time.perf_counter()
-        matcher(outputs, targets, valid)
+        matcher(outputs, targets, valid, label_map)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         per_image = (time.perf_counter() - t) / images

@@ -20,8 +20,8 @@ from celseg.config import RENAMED_VALUES, apply_override, load_config
 from celseg.data.synthetic import class_info, render_segmentation
 from celseg.data.transforms import normalize
 from celseg.engine.schedule import build_optimizer
-from celseg.losses.criterion import build_criterion
 from celseg.engine.vocab import training_vocabulary
+from celseg.losses.criterion import build_criterion
 from celseg.losses.targets import labels_to_targets, labels_to_vocab
 from celseg.models.build import MODES, build_segmenter
 

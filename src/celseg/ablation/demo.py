@@ -84,8 +84,9 @@ def pretrain_vlm(out: Path, roots: tuple[Path, ...], progress: bool,
         trained_on = json.loads(meta.read_text()).get("data")
         trained_on = [trained_on] if isinstance(trained_on, str) else list(trained_on or [])
         if sorted(Path(p).name for p in trained_on) != sorted(r.name for r in roots):
-            raise CelsegError(f"{vlm} was pretrained on {trained_on}, not on {list(map(str, roots))}"
-                              f"; remove it (or use a new --out) to pretrain it again")
+            raise CelsegError(f"{vlm} was pretrained on {trained_on}, not on "
+                              f"{list(map(str, roots))}; remove it (or use a new --out) to "
+                              "pretrain it again")
         print(f"   cached: {vlm}")
         return vlm
     cfg = VLMConfig() if steps is None else dataclasses.replace(VLMConfig(), steps=steps)

@@ -74,7 +74,7 @@ def _train_all(jobs_list: list[tuple[RunRecord, Config]], jobs: int, progress: b
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(_train_in_worker, cfg, threads): rec for rec, cfg in jobs_list}
-        for rec, cfg in jobs_list:
+        for rec, _ in jobs_list:
             print(f"[ablation] queued {rec.variant.title} | seed {rec.seed} -> {rec.out_dir} "
                   f"({jobs} at a time, {threads} thread(s) each)")
         for future in as_completed(futures):

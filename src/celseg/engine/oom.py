@@ -17,6 +17,6 @@ def out_of_memory_error(cfg: Config, exc: BaseException, world_size: int = 1) ->
     return CelsegError(
         f"CUDA ran out of memory with train.batch_size={cfg.train.batch_size}{per} and "
         f"data.crop_size={cfg.data.crop_size} (eval.batch_size={cfg.eval.batch_size}). Lower "
-        "train.batch_size or data.crop_size, set loss.num_points (e.g. 12544) for point-sampled "
-        "mask losses, keep train.amp=true; if it happened while evaluating, lower "
+        f"train.batch_size or data.crop_size, lower loss.num_points (now {cfg.loss.num_points}; "
+        "0 means every pixel), keep train.amp=true; if it happened while evaluating, lower "
         f"eval.batch_size or use eval.sliding_window=true. ({first_line})")

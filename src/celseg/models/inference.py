@@ -187,8 +187,8 @@ def semantic_map(outputs: dict, out_size: tuple[int, int],
                  has_background: bool | None = None) -> Tensor:
     """The segmenter alone: (B,H,W) vocabulary positions from ``Segmenter.forward`` outputs.
 
-    ``seen_positions`` are vocabulary positions; ``has_background`` defaults to pred_logits having one
-    column more than ``outputs["text_emb"]``.
+    ``seen_positions`` are vocabulary positions; ``has_background`` defaults to pred_logits
+    having one column more than ``outputs["text_emb"]``.
     """
     logits = outputs["pred_logits"]
     if has_background is None:
