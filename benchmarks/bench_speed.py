@@ -71,9 +71,12 @@ def _shared_vlm() -> str:
     return str(folder)
 
 
+EXTRA: list[str] = []  # --set overrides applied to every model
+
+
 def _parts(overrides: list[str], dev: torch.device, queries: int | None = None):
     extra = [f"model.num_queries={queries}"] if queries else []
-    cfg = load_config(None, ["model.pretrained=false", *overrides, *extra])
+    cfg = load_config(None, ["model.pretrained=false", *overrides, *extra, *EXTRA])
     torch.manual_seed(0)
     model = build_segmenter(cfg.model, 384).to(dev).train()
     criterion = build_criterion(cfg.loss, model.has_background).to(dev)
@@ -128,7 +131,7 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
 def inference_ratio(dev: torch.device, size: int, repeats: int) -> dict:
     """Batch-1 full model + semantic map against the backbone's forward."""
     _, model, _, _ = _parts([], dev)
-    model.eval()
+    model.eval()  # the default model (with --set applied)
     path = build_inference(model, EvalConfig(ensemble=False), NAMES, NAMES[:18], [], None, dev)
     emb = F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1)
     x = torch.randn(1, 3, size, size, device=dev)
@@ -220,8 +223,12 @@ def main() -> None:
                         help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=9, help="timed steps per ratio (median)")
     parser.add_argument("--voc", action="store_true", help="also the VOC training config")
+    parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config overrides for every model, e.g. "
+                             "model.pixel_decoder_conv=separable")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    EXTRA.extend(args.set)
     rows = run(args.device, args.steps, args.voc)
     for r in rows:
         if r["bench"] == "train":
