@@ -15,7 +15,7 @@ FUNCTION_LIMIT = 80
 TRAIN_LIMIT = 60
 COMMAND_LIMIT = 80
 # owned by work in progress elsewhere; listed here until their own change shortens them
-KNOWN_LONG_COMMANDS = {"make_data.py"}
+KNOWN_LONG_COMMANDS: set[str] = set()
 
 
 def function_lengths(root: Path = SRC) -> list[tuple[int, str, str]]:

@@ -27,8 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic: number of captioned images for VLM pretraining "
                         "(default 3000; 10%% of them form the caption val split)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="synthetic: worker processes (default 1; output does not depend "
-                        "on it)")
+                        help="synthetic: worker processes (default 1; the output is the same)")
     parser.add_argument("--src", type=Path, default=None,
                         help="real datasets: folder of the raw download")
     parser.add_argument("--variant", default=None,
@@ -36,30 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "names (open-vocabulary transfer); real datasets e.g. ade20k-150 / 847, "
                         "context-59 / 459; default: the first synthetic world, the converter's")
     parser.add_argument("--split-file", type=Path, default=None,
-                        help="real datasets: JSON file naming the unseen classes "
-                        "(default: the published split)")
+                        help="real datasets: JSON file naming the unseen classes (default: "
+                             "the published split)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out folder that celseg did not make")
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
-    from celseg.data.synthetic import generate
+    from celseg.data.synthetic import describe, generate
 
-    stats = generate(args.out, seed=args.seed, n_train=args.train, n_val=args.val,
-                     size=args.size, n_captions=args.captions, workers=args.workers,
-                     progress=not args.quiet, variant=args.variant or "")
-    total = stats["train"] + stats["val"] + stats["captions"]
-    print(f"wrote {stats['out']}: {stats['num_classes']} classes "
-          f"({len(stats['unseen'])} unseen: {', '.join(stats['unseen'])})")
-    print(f"  train {stats['train']}, val {stats['val']}, captions {stats['captions']} images "
-          f"at {stats['size']} px, seed {stats['seed']}")
-    print(f"  {total} images in {stats['seconds']:.1f} s = {stats['images_per_s']:.0f} images/s")
-    train = stats["images_per_class"]["train"]
-    if stats["train"]:
-        rare = min(train, key=train.get)
-        print(f"  training images per class: min {train[rare]} ({rare}), "
-              f"max {max(train.values())}")
+    print(describe(generate(args.out, seed=args.seed, n_train=args.train, n_val=args.val,
+                            size=args.size, n_captions=args.captions, workers=args.workers,
+                            progress=not args.quiet, variant=args.variant or "")))
     return 0
 
 
@@ -82,18 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "synthetic":
         claim_output(args)
         return _run_synthetic(args)
-    try:
-        from celseg.data.convert import CONVERTERS
-    except ImportError as exc:
-        raise DataError(f"dataset converters are not available ({exc}); only 'synthetic' can "
-                        "be made") from None
-    if args.name not in CONVERTERS:
-        known = ", ".join(["synthetic", *sorted(CONVERTERS)])
-        raise DataError(f"unknown dataset {args.name!r}; known: {known}")
-    if args.src is None:
-        raise DataError(f"make-data {args.name} needs --src, the folder of the raw download")
-    claim_output(args)
-    report = CONVERTERS[args.name](src=args.src, out=args.out, variant=args.variant,
-                                   split_file=args.split_file, progress=not args.quiet)
+    from celseg.data.convert import convert_dataset
+
+    report = convert_dataset(args.name, args.src, args.out, args.variant, args.split_file,
+                             progress=not args.quiet, claim=lambda: claim_output(args))
     print(json.dumps(report, indent=1, default=str))
     return 0

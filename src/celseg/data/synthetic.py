@@ -414,3 +414,19 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="generating", unit="img")
+
+
+def describe(stats: dict) -> str:
+    """The summary ``celseg make-data synthetic`` prints for :func:`generate`'s statistics."""
+    total = stats["train"] + stats["val"] + stats["captions"]
+    lines = [f"wrote {stats['out']}: {stats['num_classes']} classes "
+             f"({len(stats['unseen'])} unseen: {', '.join(stats['unseen'])})",
+             f"  train {stats['train']}, val {stats['val']}, captions {stats['captions']} images "
+             f"at {stats['size']} px, seed {stats['seed']}",
+             f"  {total} images in {stats['seconds']:.1f} s = {stats['images_per_s']:.0f} images/s"]
+    train = stats["images_per_class"]["train"]
+    if stats["train"]:
+        rare = min(train, key=train.get)
+        lines.append(f"  training images per class: min {train[rare]} ({rare}), "
+                     f"max {max(train.values())}")
+    return "\n".join(lines)
