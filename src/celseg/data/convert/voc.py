@@ -19,18 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from celseg.data.convert.common import (
-    Pair,
-    apply_split,
-    convert_pairs,
-    find_root,
-    lut_map,
-    read_id_list,
-    read_index_png,
-    shipped_classes,
-    summarize,
-    write_classes,
-)
+from celseg.data.convert import common
 from celseg.errors import DataError
 
 # raw id -> contiguous id; -1 marks ids that must not occur
@@ -42,14 +31,14 @@ VOC_LUT[255] = 255
 
 def read_voc_label(path: Path) -> np.ndarray:
     """(H, W) uint8 contiguous ids of a VOC palette or grayscale label PNG."""
-    return lut_map(read_index_png(path), VOC_LUT, path).astype(np.uint8)
+    return common.lut_map(common.read_index_png(path), VOC_LUT, path).astype(np.uint8)
 
 
 def _aug_train_ids(root: Path, aug_dir: Path, val_ids: set[str]) -> list[str]:
     lists = root / "ImageSets" / "Segmentation"
     for name in ("train_aug.txt", "trainaug.txt", "aug.txt"):
         if (lists / name).is_file():
-            return [i for i in read_id_list(lists / name) if i not in val_ids]
+            return [i for i in common.read_id_list(lists / name) if i not in val_ids]
     return sorted(p.stem for p in aug_dir.glob("*.png") if p.stem not in val_ids)
 
 
@@ -59,33 +48,35 @@ def convert(src: Path, out: Path, *, variant: str | None = None, split_file: Pat
     if variant not in (None, "", "20"):
         raise DataError(f"voc: unknown variant {variant!r}; the only variant is '20'")
     src, out = Path(src), Path(out)
-    root = find_root(src, ["", "VOC2012", "VOCdevkit/VOC2012"], "JPEGImages", "VOC 2012 folder")
+    root = common.find_root(src, ["", "VOC2012", "VOCdevkit/VOC2012"], "JPEGImages",
+                            "VOC 2012 folder")
     images = root / "JPEGImages"
     seg = root / "SegmentationClass"
     lists = root / "ImageSets" / "Segmentation"
     aug = root / "SegmentationClassAug"
 
-    val_ids = read_id_list(lists / "val.txt")
+    val_ids = common.read_id_list(lists / "val.txt")
     if aug.is_dir():
         train_ids, train_labels, train_source = (
             _aug_train_ids(root, aug, set(val_ids)), aug, "SegmentationClassAug")
     else:
         train_ids, train_labels, train_source = (
-            read_id_list(lists / "train.txt"), seg, "SegmentationClass")
+            common.read_id_list(lists / "train.txt"), seg, "SegmentationClass")
 
-    info = shipped_classes("voc.json")
-    info = apply_split(info, split_file)
+    info = common.shipped_classes("voc.json")
+    info = common.apply_split(info, split_file)
     out.mkdir(parents=True, exist_ok=True)
-    write_classes(out, info)
+    common.write_classes(out, info)
 
-    def pairs(ids: list[str], label_dir: Path) -> list[Pair]:
-        return [Pair(i, images / f"{i}.jpg", label_dir / f"{i}.png", read_voc_label) for i in ids]
+    def pairs(ids: list[str], label_dir: Path) -> list[common.Pair]:
+        return [common.Pair(i, images / f"{i}.jpg", label_dir / f"{i}.png", read_voc_label)
+                for i in ids]
 
     per_split = {
-        "train": convert_pairs(pairs(train_ids, train_labels), out, "train", False, progress,
-                               "voc train"),
-        "val": convert_pairs(pairs(val_ids, seg), out, "val", False, progress, "voc val"),
+        "train": common.convert_pairs(pairs(train_ids, train_labels), out, "train", False,
+                                      progress, "voc train"),
+        "val": common.convert_pairs(pairs(val_ids, seg), out, "val", False, progress, "voc val"),
     }
-    return summarize("voc", out, info, per_split, train_labels=train_source)
+    return common.summarize("voc", out, info, per_split, train_labels=train_source)
 
 
