@@ -38,15 +38,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
     import torch
+
+    threads = torch.get_num_threads()
+    if args.threads:  # for this command only: an in-process caller keeps its own setting
+        torch.set_num_threads(args.threads)
+    try:
+        return _pretrain(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    import math
 
     from celseg.vlm.config import VLMConfig
     from celseg.vlm.pretrain import pretrain, read_captions
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = VLMConfig(batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                     lr_proj=args.lr_proj, train_from_block=args.train_from_block, seed=args.seed)
     if args.epochs is not None:
