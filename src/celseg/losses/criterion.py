@@ -33,6 +33,7 @@ from celseg.losses.class_enhancement import pixel_focal_loss
 from celseg.losses.mask_terms import (
     dice_loss,
     importance_coords,
+    nearest_index,
     points_for,
     read_bilinear,
     sigmoid_bce,
@@ -231,10 +232,8 @@ class SetCriterion(nn.Module):
             coords = importance_coords(src, count, self.oversample_ratio,
                                        self.importance_sample_ratio)
             pred = read_bilinear(src[:, None], coords)[:, 0]
-            height, width = labels_vocab.shape[-2:]
-            ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
-            iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
-            label_points = labels_vocab.flatten(1)[batch_idx[:, None], iy * width + ix]  # (N,P)
+            flat = nearest_index(coords, *labels_vocab.shape[-2:])
+            label_points = labels_vocab.flatten(1)[batch_idx[:, None], flat]  # (N,P)
             tgt = (label_points == classes.to(label_points.device)[:, None]).float()
             weights = (label_points != self.ignore_index).float()
         bce = sigmoid_bce(pred, tgt, weights).sum()

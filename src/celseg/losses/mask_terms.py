@@ -88,12 +88,17 @@ def read_bilinear(maps: Tensor, coords: Tensor) -> Tensor:
     return F.grid_sample(maps.float(), grid, mode="bilinear", align_corners=False)[:, :, 0]
 
 
+def nearest_index(coords: Tensor, height: int, width: int) -> Tensor:
+    """(...,P,2) coordinates -> (...,P) long flat index of the nearest pixel of an H x W map."""
+    ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
+    iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
+    return iy * width + ix
+
+
 def read_nearest(maps: Tensor, coords: Tensor) -> Tensor:
     """maps (B,K,H,W) any dtype, coords (B,P,2) -> (B,K,P) values at the nearest pixel."""
     b, k, height, width = maps.shape
-    ix = (coords[..., 0] * width).long().clamp_(0, width - 1)
-    iy = (coords[..., 1] * height).long().clamp_(0, height - 1)
-    flat = (iy * width + ix)[:, None].expand(b, k, -1)  # (B,K,P)
+    flat = nearest_index(coords, height, width)[:, None].expand(b, k, -1)  # (B,K,P)
     return maps.flatten(2).gather(2, flat)
 
 
