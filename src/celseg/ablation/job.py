@@ -56,8 +56,6 @@ def ablate(config: str, overrides: list[str], seeds: int, variant_keys: list[str
     """Train (unless ``report_only``) and report the ablation; returns the aggregated table."""
     if seeds < 1:
         raise CelsegError(f"--seeds must be at least 1, got {seeds}")
-    if jobs < 1:
-        raise CelsegError(f"--jobs must be at least 1, got {jobs}")
     for flag, value in (("--pseudo-threshold", pseudo_threshold),
                         ("--self-train-threshold", self_train_threshold),
                         ("--self-train-share", self_train_share)):

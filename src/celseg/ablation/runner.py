@@ -17,6 +17,7 @@ from celseg.ablation.variants import Variant
 from celseg.config import Config, apply_override
 from celseg.engine.checkpoint import has_checkpoint
 from celseg.engine.trainer import train
+from celseg.errors import CelsegError
 from celseg.pseudo.generate import pseudo_label
 from celseg.pseudo.self_train import relabel_from_checkpoint
 from celseg.vlm.registry import load_vlm
@@ -113,6 +114,8 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
     ``report_only``: train nothing; collect the (variant, seed) runs that have finished (their
     metrics.json), so a report can cover variants run with different numbers of seeds.
     """
+    if jobs < 1:
+        raise CelsegError(f"--jobs must be at least 1, got {jobs}")
     out_root.mkdir(parents=True, exist_ok=True)
     pseudo_report: dict = {}
     pseudo_dir = out_root / "pseudo_labels"
