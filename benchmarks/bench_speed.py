@@ -11,8 +11,9 @@ alternately, step by step, and their medians compared, so load on the machine hi
   by the synthetic generator, against the forward and backward of the model's backbone alone on
   the same batch. For the frozen shared VLM backbone (``model.backbone=vlm``) the reference is
   the tower's forward plus the head's forward and backward (pixel decoder, decoder, classifier).
-- ``inference``: the full model's forward plus the semantic map (segmenter protocol, batch 1)
-  against the backbone's forward, at 128 and 512 px.
+- ``inference``: the full model's forward plus the semantic map (segmenter protocol) against
+  the backbone's forward, at 128 and 512 px with batch 1 and at 128 px with the evaluation's
+  batch (16), on rendered images; with random weights and, given ``--ckpt``, a trained model.
 - ``matcher``: the Hungarian matcher per image at 512 px, 100 queries, with the default point
   sampling and, for reference, at every pixel.
 - ``--voc``: img/s and peak memory of training at the paper's VOC config (512 px crop, batch 16,
@@ -127,14 +128,30 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
             "images_per_s": batch / step_s}
 
 
+def _inference_model(dev: torch.device, ckpt: str | None):
+    """(model, text embeddings (V,D), names): a trained checkpoint with its vocabulary (every
+    name of its dataset, embedded by its VLM), or the default model with random weights."""
+    if ckpt is None:
+        _, model, _, _ = _parts([], dev)  # the default model (with --set applied)
+        return model.eval(), F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1), NAMES
+    from celseg.data.classes import load_classes
+    from celseg.engine.checkpoint import load_segmenter
+    from celseg.vlm.loading import class_text_embeddings
+
+    model, cfg = load_segmenter(ckpt, dev)
+    names = load_classes(cfg.data.root).names
+    return model, class_text_embeddings(cfg.model.vlm, names, dev), names
+
+
 @torch.inference_mode()
-def inference_ratio(dev: torch.device, size: int, repeats: int) -> dict:
-    """Batch-1 full model + semantic map against the backbone's forward."""
-    _, model, _, _ = _parts([], dev)
-    model.eval()  # the default model (with --set applied)
-    path = build_inference(model, EvalConfig(ensemble=False), NAMES, NAMES[:18], [], None, dev)
-    emb = F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1)
-    x = torch.randn(1, 3, size, size, device=dev)
+def inference_ratio(dev: torch.device, size: int, repeats: int, batch: int = 1,
+                    ckpt: str | None = None) -> dict:
+    """Full model + semantic map against the backbone's forward, on images rendered by the
+    synthetic generator (the labels' cost depends on how many pixels are class boundaries, so
+    a trained ``ckpt`` gives the realistic figure; random weights give many boundaries)."""
+    model, emb, names = _inference_model(dev, ckpt)
+    path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
+    x = _batch(0, batch, size)[0].to(dev)
     backbone, full = [], []
     for i in range(repeats + 2):
         b = _timed(lambda: model.backbone.forward_features(x), dev)
@@ -143,7 +160,8 @@ def inference_ratio(dev: torch.device, size: int, repeats: int) -> dict:
             backbone.append(b)
             full.append(f)
     ref, total = _median(backbone), _median(full)
-    return {"bench": "inference", "size": size, "backbone_ms": 1000 * ref,
+    return {"bench": "inference", "size": size, "batch": batch,
+            "weights": "trained" if ckpt else "random", "backbone_ms": 1000 * ref,
             "full_ms": 1000 * total, "ratio": total / ref}
 
 
@@ -204,13 +222,16 @@ def voc_throughput(dev: torch.device, steps: int = 5, size: int = 512, batch: in
             "step_s": step_s, "images_per_s": batch / step_s, "peak_mem_mb": peak}
 
 
-def run(device: str, steps: int, voc: bool) -> list[dict]:
+def run(device: str, steps: int, voc: bool, ckpt: str | None = None,
+        eval_batch: int = 16) -> list[dict]:
     dev = torch.device(device)
     rows = [train_ratio(name, ov, dev, steps) for name, ov in VARIANTS.items()]
     shared = [*VARIANTS["ranking"], "model.backbone=vlm", f"model.vlm={_shared_vlm()}",
               "model.vlm_input_scale=2.0"]
     rows.append(train_ratio("ranking, shared frozen VLM", shared, dev, steps))
-    rows += [inference_ratio(dev, size, 2 * steps + 1) for size in (128, 512)]
+    for weights in [None, ckpt] if ckpt else [None]:
+        rows += [inference_ratio(dev, size, 2 * steps + 1, 1, weights) for size in (128, 512)]
+        rows.append(inference_ratio(dev, 128, steps, eval_batch, weights))
     rows += [matcher_time(dev, 12544, 16), matcher_time(dev, 0, 4)]
     if voc:
         rows.append(voc_throughput(dev))
@@ -226,16 +247,22 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="config overrides for every model, e.g. "
                              "model.pixel_decoder_conv=separable")
+    parser.add_argument("--ckpt", default=None,
+                        help="also time inference with this trained checkpoint (its dataset "
+                             "and VLM must be on disk)")
+    parser.add_argument("--eval-batch", type=int, default=16,
+                        help="batch of the batched inference row (the eval config's)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     EXTRA.extend(args.set)
-    rows = run(args.device, args.steps, args.voc)
+    rows = run(args.device, args.steps, args.voc, args.ckpt, args.eval_batch)
     for r in rows:
         if r["bench"] == "train":
             print(f"train {r['model']}: step {r['step_s']:.3f} s vs {r['reference']} "
                   f"{r['reference_s']:.3f} s = {r['ratio']:.2f}x ({r['images_per_s']:.1f} img/s)")
         elif r["bench"] == "inference":
-            print(f"inference {r['size']} px: {r['full_ms']:.1f} ms vs backbone "
+            print(f"inference {r['size']} px, batch {r['batch']}, {r['weights']} weights: "
+                  f"{r['full_ms']:.1f} ms vs backbone "
                   f"{r['backbone_ms']:.1f} ms = {r['ratio']:.2f}x")
         elif r["bench"] == "matcher":
             print(f"matcher {r['size']} px, {r['queries']} queries, num_points "

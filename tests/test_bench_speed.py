@@ -27,3 +27,25 @@ def test_train_ratio_row_has_both_sides():
                                   steps=1, size=64, batch=2)
     assert row["step_s"] > 0 and row["reference_s"] > 0
     assert row["ratio"] == row["step_s"] / row["reference_s"]
+
+
+def test_inference_rows_with_random_weights_and_with_a_checkpoint(tmp_path, synthetic_root):
+    """Both inference rows run: the default model with random weights, and a run folder's
+    checkpoint with its dataset's names embedded by its VLM (here MiniLM)."""
+    from celseg.config import load_config, save_config
+    from celseg.engine.checkpoint import save_checkpoint
+    from celseg.models.build import build_segmenter
+
+    cpu = torch.device("cpu")
+    row = bench_speed.inference_ratio(cpu, 64, 1, batch=2)
+    assert row["weights"] == "random" and row["batch"] == 2
+    assert row["ratio"] == row["full_ms"] / row["backbone_ms"] > 0
+    cfg = load_config(None, ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
+                             "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
+                             "model.dim_feedforward=64", "model.vlm=minilm",
+                             f"data.root={synthetic_root}"])
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path, build_segmenter(cfg.model, 384), {"step": 0}, {"embed_dim": "384"})
+    save_config(cfg, tmp_path / "config.yaml")
+    row = bench_speed.inference_ratio(cpu, 64, 1, batch=1, ckpt=str(tmp_path))
+    assert row["weights"] == "trained" and row["full_ms"] > 0

@@ -186,3 +186,35 @@ def test_autocast_forward_gives_float32_losses():
 def test_odd_input_size_rounds_up():
     out = build_segmenter(TINY, D).eval()(torch.randn(1, 3, 50, 37), _text(4))
     assert out["pred_masks"].shape == (1, 5, 13, 10)
+
+
+@pytest.mark.parametrize("conv", ["full", "separable", "light", "pointwise"])
+def test_pixel_decoder_conv_options_give_the_same_shapes_and_train(conv):
+    """Every ``model.pixel_decoder_conv`` builds, keeps the output shapes, and every parameter
+    gets a gradient; the stride-4 3 x 3 is dense, depthwise or absent as documented."""
+    torch.manual_seed(0)
+    model = build_segmenter(dataclasses.replace(TINY, pixel_decoder_conv=conv), D).train()
+    out = model(torch.randn(2, 3, 64, 64), _text(5))
+    assert out["pred_masks"].shape == (2, 5, 16, 16)
+    sum(o["pred_masks"].mean() + o["pred_logits"].mean()
+        for o in [out, *out["aux_outputs"]]).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    decoder = model.pixel_decoder
+    if conv == "pointwise":
+        assert "res2" not in decoder.output
+    else:
+        first = decoder.output["res2"][0]
+        assert first.kernel_size == (3, 3)
+        assert first.groups == (1 if conv == "full" else first.in_channels)
+    for level in decoder.memory_names:  # dense on the memory levels except with "separable"
+        assert decoder.output[level][0].groups == (1 if conv != "separable" else 32)
+
+
+def test_full_pixel_decoder_keeps_its_initial_weights():
+    """The default decoder's parameters are built in the order of before the options existed
+    (res2 output first), so a seed gives the same initial weights as the released runs."""
+    torch.manual_seed(0)
+    names = [n for n, _ in build_segmenter(TINY, D).pixel_decoder.named_parameters()]
+    outputs = [n.split(".")[1] for n in names if n.startswith("output.")]
+    assert list(dict.fromkeys(outputs)) == ["res2", "res5", "res4", "res3"][: len(set(outputs))]

@@ -21,6 +21,7 @@ from celseg.losses.mask_terms import importance_coords, points_for
 from celseg.losses.matcher import HungarianMatcher, label_map_of, pad_labels
 from celseg.losses.targets import build_vocab_lut, labels_to_targets
 from celseg.models.build import build_segmenter
+from celseg.models import inference
 from celseg.models.inference import calibrate, class_probs, scores_to_labels
 from celseg.models.transformer_decoder import TransformerDecoder
 
@@ -32,7 +33,11 @@ def _full_path(scores, size, seen, calibration):
 @pytest.mark.parametrize("shape,size", [((2, 5, 8, 8), (32, 32)), ((2, 5, 7, 9), (20, 31)),
                                         ((1, 4, 16, 16), (10, 10)), ((3, 24, 32, 32), (128, 128))])
 @pytest.mark.parametrize("calibration", [0.0, 0.3])
-def test_labels_equal_the_full_resolution_argmax(shape, size, calibration):
+@pytest.mark.parametrize("dense_share", [1.0, 0.0, inference.DENSE_SHARE])
+def test_labels_equal_the_full_resolution_argmax(shape, size, calibration, dense_share,
+                                                 monkeypatch):
+    """Both routes (boundary pixels only: share 1; the whole map: share 0) and the default."""
+    monkeypatch.setattr(inference, "DENSE_SHARE", dense_share)
     g = torch.Generator().manual_seed(sum(shape) + int(10 * calibration))
     smooth = F.interpolate(torch.rand(shape[0], shape[1], 3, 3, generator=g), size=shape[-2:],
                            mode="bilinear", align_corners=False)

@@ -128,10 +128,11 @@ class ModelConfig:
     nheads: int = spec(4, at_least(1))
     dim_feedforward: int = spec(512, at_least(1))
     masked_attention: bool = True
-    # the pixel decoder's 3 x 3 output convolutions: "full", or "separable" (depthwise +
-    # pointwise: the training step about 0.2x the backbone cheaper, but measured 11 seen mIoU
-    # worse for the segmenter alone, docs/BENCHMARKS.md)
-    pixel_decoder_conv: str = spec("full", one_of("separable", "full"))
+    # the pixel decoder's 3 x 3 output convolutions (models/pixel_decoder.py; measured in
+    # docs/BENCHMARKS.md and docs/RESULTS.md): "full" (dense), "separable" (depthwise +
+    # pointwise everywhere), "light" (depthwise + pointwise at stride 4 only) or "pointwise"
+    # (none at stride 4)
+    pixel_decoder_conv: str = spec("full", one_of("full", "separable", "light", "pointwise"))
     logit_scale_init: float = spec(100.0, above(0))
     learn_logit_scale: bool = True
 

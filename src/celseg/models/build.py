@@ -41,7 +41,7 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
         backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_backbone_bn)
     pixel_decoder = FPNPixelDecoder(
         backbone.channels, cfg.hidden_dim, cfg.mask_dim, levels,
-        separable=cfg.pixel_decoder_conv == "separable",
+        conv=cfg.pixel_decoder_conv,
     )
     decoder = TransformerDecoder(
         hidden_dim=cfg.hidden_dim,

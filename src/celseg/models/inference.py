@@ -37,6 +37,8 @@ from torch import Tensor
 EPS = 1e-6  # the one epsilon of the normalisation over classes
 PROTOCOLS = ("segmenter", "ensemble", "vlm", "two_stage")
 POOLINGS = ("soft", "binary")
+# scores_to_labels resizes the whole map when more than this share of pixels are boundaries
+DENSE_SHARE = 0.25
 
 
 # --- step 1: per-proposal class probabilities ----------------------------------------------------
@@ -134,42 +136,46 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
     """(B,C,h,w) semantic scores -> (B,H,W) long vocabulary positions: the argmax of the scores
     resized bilinearly, normalised and calibrated (:func:`class_probs`, :func:`calibrate`).
 
-    The (B,C,H,W) map is never built. With k_c the calibration of class c and Z = sum_c S,
-    argmax_c (S_c / Z - k_c) = argmax_c (S_c - k_c Z) wherever Z >= EPS, and that is linear in
-    the four low-resolution taps of the bilinear resize. So where all four taps of an output
-    pixel have the same argmax (and Z >= EPS), that class is the pixel's label; only the other
-    pixels (class boundaries) are resized exactly. Equal to the full path up to float rounding.
+    The (B,C,H,W) map is built only when most pixels need it. With k_c the calibration of class
+    c and Z = sum_c S, argmax_c (S_c / Z - k_c) = argmax_c (S_c - k_c Z) wherever Z >= EPS, and
+    that is linear in the four low-resolution taps of the bilinear resize. So where all four
+    taps of an output pixel have the same argmax (and Z >= EPS), that class is the pixel's
+    label; only the other pixels (class boundaries) are resized exactly. When those are more
+    than ``DENSE_SHARE`` of the output (a noisy, e.g. untrained, model) the whole map is
+    resized instead, which is then cheaper. Equal to the full path up to float rounding.
     """
     size = tuple(int(v) for v in out_size)
     if tuple(scores.shape[-2:]) == size:
         return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
     scores = scores.float()
-    total = scores.sum(1)  # (B,h,w)
+    b, c, h, w = scores.shape
     shifted, ok = scores, None
     if calibration and seen_positions is not None and len(seen_positions):
-        k = calibrate(scores.new_zeros(1, scores.shape[1]), seen_positions, -calibration)[0]
+        total = scores.sum(1)  # (B,h,w)
+        k = calibrate(scores.new_zeros(1, c), seen_positions, -calibration)[0]
         shifted = scores - k[:, None, None] * total[:, None]
         ok = total >= EPS
-    y0, y1, ly = _taps(size[0], scores.shape[-2], scores.device)
-    x0, x1, lx = _taps(size[1], scores.shape[-1], scores.device)
+    y0, y1, ly = _taps(size[0], h, scores.device)
+    x0, x1, lx = _taps(size[1], w, scores.device)
     low = shifted.argmax(1)  # (B,h,w)
-    labels = low[:, y0][:, :, x0]
-    agree = torch.ones_like(labels, dtype=torch.bool)
-    for ys, xs in ((y0, x1), (y1, x0), (y1, x1)):
-        agree &= low[:, ys][:, :, xs] == labels
+    row0, row1 = low[:, y0], low[:, y1]  # (B,H,w): rows first, then columns
+    labels = row0[:, :, x0]
+    agree = (row0[:, :, x1] == labels) & (row1[:, :, x0] == labels) & (row1[:, :, x1] == labels)
     if ok is not None:
-        for ys, xs in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
-            agree &= ok[:, ys][:, :, xs]
-    b, yy, xx = (~agree).nonzero(as_tuple=True)
-    if b.numel():
-        per_class = scores.permute(0, 2, 3, 1)  # (B,h,w,C)
+        ok0, ok1 = ok[:, y0], ok[:, y1]
+        agree &= ok0[:, :, x0] & ok0[:, :, x1] & ok1[:, :, x0] & ok1[:, :, x1]
+    bb, yy, xx = (~agree).nonzero(as_tuple=True)
+    if bb.numel() > DENSE_SHARE * agree.numel():
+        return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
+    if bb.numel():
+        flat = scores.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C), contiguous rows
+        top, bottom = bb * (h * w) + y0[yy] * w, bb * (h * w) + y1[yy] * w
+        left, right = x0[xx], x1[xx]
         wy, wx = ly[yy, None], lx[xx, None]
-        exact = ((1 - wy) * ((1 - wx) * per_class[b, y0[yy], x0[xx]]
-                             + wx * per_class[b, y0[yy], x1[xx]])
-                 + wy * ((1 - wx) * per_class[b, y1[yy], x0[xx]]
-                         + wx * per_class[b, y1[yy], x1[xx]]))  # (N,C)
+        exact = ((1 - wy) * ((1 - wx) * flat[top + left] + wx * flat[top + right])
+                 + wy * ((1 - wx) * flat[bottom + left] + wx * flat[bottom + right]))  # (N,C)
         exact = calibrate(normalize_classes(exact), seen_positions, calibration)
-        labels[b, yy, xx] = exact.argmax(1)
+        labels[bb, yy, xx] = exact.argmax(1)
     return labels
 
 

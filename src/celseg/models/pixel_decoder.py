@@ -8,6 +8,8 @@ from torch import nn
 
 from celseg.models.backbone import LEVELS
 
+CONVS = ("full", "separable", "light", "pointwise")
+
 
 def group_norm(dim: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups of at least 2 channels (so 1x1 maps stay defined)."""
@@ -41,8 +43,13 @@ class FPNPixelDecoder(nn.Module):
         mask_dim: channels of the per-pixel mask embedding.
         memory_levels: how many of res5, res4, res3 the decoder reads (1-3); the others get no
             output convolution (it would receive no gradient).
-        separable: the 3 x 3 output convolutions are depthwise-separable; at stride 4 the
-            pointwise half is ``mask_proj`` itself (depthwise -> norm -> ReLU -> mask_proj).
+        conv: the 3 x 3 output convolutions. ``"full"``: dense everywhere. ``"separable"``:
+            depthwise-separable everywhere; at stride 4 the pointwise half is ``mask_proj``
+            itself (depthwise -> norm -> ReLU -> mask_proj). ``"light"``: dense on the decoder's
+            memory levels, depthwise-separable (depthwise -> pointwise -> norm -> ReLU) at stride
+            4, where a dense 3 x 3 costs as much as the whole EfficientNet-Lite0 forward.
+            ``"pointwise"``: dense on the memory levels, none at stride 4 (the top-down map is
+            upsampled bilinearly there, so the mask features need no smoothing).
 
     ``forward(features)`` returns ``(mask_features (B, mask_dim, H/4, W/4), memory)`` where
     ``memory`` is ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
@@ -56,19 +63,24 @@ class FPNPixelDecoder(nn.Module):
         conv_dim: int = 128,
         mask_dim: int = 128,
         memory_levels: int = 3,
-        separable: bool = False,
+        conv: str = "full",
     ) -> None:
         super().__init__()
         if not 1 <= memory_levels <= 3:
             raise ValueError(f"memory_levels must be 1, 2 or 3, got {memory_levels}")
+        if conv not in CONVS:
+            raise ValueError(f"conv must be one of {', '.join(CONVS)}, got {conv!r}")
         self.memory_names = ["res5", "res4", "res3"][:memory_levels]
         self.lateral = nn.ModuleDict(
             {k: conv_norm_relu(in_channels[k], conv_dim, 1) for k in LEVELS}
         )
-        self.output = nn.ModuleDict(
-            {k: conv_norm_relu(conv_dim, conv_dim, 3, separable, pointwise=k != "res2")
-             for k in ["res2", *self.memory_names]}
-        )
+        self.output = nn.ModuleDict()
+        if conv != "pointwise":  # built first: the initial weights stay those of before
+            self.output["res2"] = conv_norm_relu(conv_dim, conv_dim, 3, conv != "full",
+                                                 pointwise=conv == "light")
+        for k in self.memory_names:
+            self.output[k] = conv_norm_relu(conv_dim, conv_dim, 3, conv == "separable")
+        self.bilinear_res2 = conv == "pointwise"
         self.mask_proj = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim = conv_dim
         self.mask_dim = mask_dim
@@ -81,9 +93,13 @@ class FPNPixelDecoder(nn.Module):
         for k in reversed(LEVELS):  # res5 -> res2
             x = self.lateral[k](features[k])
             if top is not None:
-                x = x + F.interpolate(top, size=x.shape[-2:], mode="nearest")
+                if k == "res2" and self.bilinear_res2:
+                    up = F.interpolate(top, size=x.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+                else:
+                    up = F.interpolate(top, size=x.shape[-2:], mode="nearest")
+                x = x + up
             top = x
-            if k in self.output:
-                outs[k] = self.output[k](x)
+            outs[k] = self.output[k](x) if k in self.output else x
         mask_features = self.mask_proj(outs["res2"])
         return mask_features, [outs[k] for k in self.memory_names]
