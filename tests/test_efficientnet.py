@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from celseg.errors import ModelLoadError
 from celseg.models.efficientnet_lite import (
+    Conv2dSame,
     EfficientNetLite0,
     efficientnet_lite0,
     load_pretrained,
@@ -39,6 +40,33 @@ def test_feature_shapes_and_gradients() -> None:
 def test_odd_sizes_round_up() -> None:
     feats = efficientnet_lite0(pretrained=False).forward_features(torch.randn(1, 3, 33, 70))
     assert tuple(feats["res5"].shape[-2:]) == (2, 3)  # ceil(33/32), ceil(70/32)
+
+
+def _tf_same_reference(conv: Conv2dSame, x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow "same" padding written out: pad (extra pixel bottom / right), then convolve."""
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    ph = max((-(-x.shape[-2] // sh) - 1) * sh + kh - x.shape[-2], 0)
+    pw = max((-(-x.shape[-1] // sw) - 1) * sw + kw - x.shape[-1], 0)
+    padded = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+    return F.conv2d(padded, conv.weight, None, conv.stride, 0, 1, conv.groups)
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, (16, 16)), (5, 1, (9, 12)), (3, 2, (16, 16)),
+                                                (5, 2, (15, 16)), (3, 2, (7, 7)), (1, 1, (8, 8))])
+@pytest.mark.parametrize("groups", [1, 8])
+def test_same_padding_equals_padding_first(kernel, stride, size, groups) -> None:
+    """Symmetric cases let the convolution pad itself; values and gradients are those of
+    padding first (asymmetric ones, e.g. stride 2 on an even size, still pad first)."""
+    torch.manual_seed(kernel + stride + groups)
+    conv = Conv2dSame(8, 8, kernel, stride=stride, groups=groups, bias=False)
+    x = torch.randn(2, 8, *size, requires_grad=True)
+    got, want = conv(x), _tf_same_reference(conv, x)
+    assert got.shape == want.shape == (2, 8, -(-size[0] // stride), -(-size[1] // stride))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    g = torch.randn_like(got)
+    for a, b in zip(torch.autograd.grad(got, (x, conv.weight), g),
+                    torch.autograd.grad(want, (x, conv.weight), g), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 def test_every_key_matches_the_file() -> None:

@@ -45,9 +45,13 @@ class Conv2dSame(nn.Conv2d):
         dh, dw = self.dilation
         pad_h = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
         pad_w = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-        if pad_h or pad_w:
-            # TF puts the extra pixel at the bottom / right.
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        if pad_h % 2 == 0 and pad_w % 2 == 0:
+            # symmetric: the convolution pads itself (the same numbers as padding first, and
+            # several times faster for the depthwise convolutions on CPU)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h // 2, pad_w // 2),
+                            self.dilation, self.groups)
+        # TF puts the extra pixel at the bottom / right.
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
