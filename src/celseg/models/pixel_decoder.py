@@ -49,7 +49,9 @@ class FPNPixelDecoder(nn.Module):
             memory levels, depthwise-separable (depthwise -> pointwise -> norm -> ReLU) at stride
             4, where a dense 3 x 3 costs as much as the whole EfficientNet-Lite0 forward.
             ``"pointwise"``: dense on the memory levels, none at stride 4 (the top-down map is
-            upsampled bilinearly there, so the mask features need no smoothing).
+            upsampled bilinearly there, so the mask features need no smoothing). Over 3
+            seeds the cheaper ones cost the segmenter alone about 4 hIoU, the ensemble 0-1
+            (docs/RESULTS.md).
 
     ``forward(features)`` returns ``(mask_features (B, mask_dim, H/4, W/4), memory)`` where
     ``memory`` is ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
