@@ -20,8 +20,8 @@ from celseg.losses.class_enhancement import pixel_focal_loss
 from celseg.losses.mask_terms import importance_coords, points_for
 from celseg.losses.matcher import HungarianMatcher, label_map_of, pad_labels
 from celseg.losses.targets import build_vocab_lut, labels_to_targets
-from celseg.models.build import build_segmenter
 from celseg.models import inference
+from celseg.models.build import build_segmenter
 from celseg.models.inference import calibrate, class_probs, scores_to_labels
 from celseg.models.transformer_decoder import TransformerDecoder
 

@@ -146,7 +146,7 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
     """
     size = tuple(int(v) for v in out_size)
     if tuple(scores.shape[-2:]) == size:
-        return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
+        return _dense_labels(scores, size, seen_positions, calibration)
     scores = scores.float()
     b, c, h, w = scores.shape
     shifted, ok = scores, None
@@ -166,7 +166,7 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
         agree &= ok0[:, :, x0] & ok0[:, :, x1] & ok1[:, :, x0] & ok1[:, :, x1]
     bb, yy, xx = (~agree).nonzero(as_tuple=True)
     if bb.numel() > DENSE_SHARE * agree.numel():
-        return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
+        return _dense_labels(scores, size, seen_positions, calibration)
     if bb.numel():
         flat = scores.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C), contiguous rows
         top, bottom = bb * (h * w) + y0[yy] * w, bb * (h * w) + y1[yy] * w
@@ -177,6 +177,12 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
         exact = calibrate(normalize_classes(exact), seen_positions, calibration)
         labels[bb, yy, xx] = exact.argmax(1)
     return labels
+
+
+def _dense_labels(scores: Tensor, size: tuple[int, int], seen_positions: list[int] | None,
+                  calibration: float) -> Tensor:
+    """The reference route: the whole (B,C,H,W) map resized, normalised, calibrated, argmax."""
+    return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
 
 
 def _taps(out_len: int, in_len: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
