@@ -33,12 +33,15 @@ import torch.nn.functional as F
 from bench_train import _batch
 
 from celseg.config import EvalConfig, load_config
+from celseg.data.classes import load_classes
+from celseg.engine.checkpoint import load_segmenter
 from celseg.engine.protocol import build_inference
 from celseg.engine.schedule import build_optimizer
 from celseg.losses.criterion import build_criterion
 from celseg.losses.matcher import HungarianMatcher
 from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
 from celseg.models.build import build_segmenter
+from celseg.vlm.loading import class_text_embeddings
 
 NAMES = [f"class {i}" for i in range(24)]
 VARIANTS = {
@@ -134,10 +137,6 @@ def _inference_model(dev: torch.device, ckpt: str | None):
     if ckpt is None:
         _, model, _, _ = _parts([], dev)  # the default model (with --set applied)
         return model.eval(), F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1), NAMES
-    from celseg.data.classes import load_classes
-    from celseg.engine.checkpoint import load_segmenter
-    from celseg.vlm.loading import class_text_embeddings
-
     model, cfg = load_segmenter(ckpt, dev)
     names = load_classes(cfg.data.root).names
     return model, class_text_embeddings(cfg.model.vlm, names, dev), names
@@ -254,6 +253,9 @@ def main() -> None:
                         help="batch of the batched inference row (the eval config's)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    for flag, value in (("--steps", args.steps), ("--eval-batch", args.eval_batch)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
     EXTRA.extend(args.set)
     rows = run(args.device, args.steps, args.voc, args.ckpt, args.eval_batch)
     for r in rows:
