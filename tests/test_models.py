@@ -14,6 +14,7 @@ from celseg.errors import CelsegError, ModelLoadError
 from celseg.losses.criterion import build_criterion
 from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
 from celseg.models.build import build_segmenter
+from celseg.models.mask_features import MaskFeatures
 
 TINY = ModelConfig(pretrained=False, hidden_dim=32, mask_dim=16, num_queries=5, dec_layers=2,
                    nheads=2, dim_feedforward=32)
@@ -212,9 +213,27 @@ def test_pixel_decoder_conv_options_give_the_same_shapes_and_train(conv):
 
 
 def test_full_pixel_decoder_keeps_its_initial_weights():
-    """The default decoder's parameters are built in the order of before the options existed
-    (res2 output first), so a seed gives the same initial weights as the released runs."""
+    """The dense decoder's parameters are built in the order of before the options existed
+    (res2 output first), so a seed gives the same initial weights as the runs made with it."""
     torch.manual_seed(0)
-    names = [n for n, _ in build_segmenter(TINY, D).pixel_decoder.named_parameters()]
+    full = dataclasses.replace(TINY, pixel_decoder_conv="full")
+    names = [n for n, _ in build_segmenter(full, D).pixel_decoder.named_parameters()]
     outputs = [n.split(".")[1] for n in names if n.startswith("output.")]
     assert list(dict.fromkeys(outputs)) == ["res2", "res5", "res4", "res3"][: len(set(outputs))]
+
+
+def test_factored_mask_features_equal_the_dense_projection():
+    """The ``pointwise`` decoder returns mask_proj(fine + up(coarse)) factored; its logits equal
+    the einsum with the dense features built the plain way (resize, add, project)."""
+    torch.manual_seed(0)
+    proj = torch.nn.Conv2d(12, 8, 1)
+    fine, coarse = torch.randn(2, 12, 10, 14), torch.randn(2, 12, 5, 7)
+    embed = torch.randn(2, 5, 8)
+    factored = MaskFeatures(fine, coarse=coarse, proj=proj)
+    up = F.interpolate(coarse, size=(10, 14), mode="bilinear", align_corners=False)
+    dense = proj(fine + up)
+    reference = torch.einsum("bqc,bchw->bqhw", embed, dense)
+    assert torch.allclose(factored.dense(), dense)
+    assert torch.allclose(factored.logits(embed), reference, atol=1e-5)
+    assert not torch.allclose(MaskFeatures(fine, proj=proj).logits(embed), reference, atol=1e-2)
+    assert torch.equal(MaskFeatures(dense).logits(embed), reference)

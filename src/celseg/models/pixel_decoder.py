@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from celseg.models.backbone import LEVELS
+from celseg.models.mask_features import MaskFeatures
 
 CONVS = ("full", "separable", "light", "pointwise")
 
@@ -49,12 +50,15 @@ class FPNPixelDecoder(nn.Module):
             memory levels, depthwise-separable (depthwise -> pointwise -> norm -> ReLU) at stride
             4, where a dense 3 x 3 costs as much as the whole EfficientNet-Lite0 forward.
             ``"pointwise"``: dense on the memory levels, none at stride 4 (the top-down map is
-            upsampled bilinearly there, so the mask features need no smoothing). Over 3
-            seeds the cheaper ones cost the segmenter alone about 4 hIoU, the ensemble 0-1
-            (docs/RESULTS.md).
+            upsampled bilinearly there, so the mask features need no smoothing, and they are
+            returned factored: no stride-4 projection is computed, see
+            :mod:`celseg.models.mask_features`). Over 3 seeds at the same number of
+            iterations the cheaper ones cost the segmenter alone about 4 hIoU, the ensemble
+            0-1 (docs/RESULTS.md).
 
-    ``forward(features)`` returns ``(mask_features (B, mask_dim, H/4, W/4), memory)`` where
-    ``memory`` is ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
+    ``forward(features)`` returns ``(mask_features, memory)``: :class:`MaskFeatures` of
+    (B, mask_dim, H/4, W/4), and ``memory``
+    ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
     (B, conv_dim, H/8, W/8)][:memory_levels]``, coarse to fine, for the decoder's
     cross-attention.
     """
@@ -89,19 +93,16 @@ class FPNPixelDecoder(nn.Module):
 
     def forward(
         self, features: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    ) -> tuple[MaskFeatures, list[torch.Tensor]]:
         outs: dict[str, torch.Tensor] = {}
         top: torch.Tensor | None = None
         for k in reversed(LEVELS):  # res5 -> res2
             x = self.lateral[k](features[k])
+            if k == "res2" and self.bilinear_res2:  # mask_proj(x + up(top)), kept factored
+                memory = [outs[k] for k in self.memory_names]
+                return MaskFeatures(x, coarse=top, proj=self.mask_proj), memory
             if top is not None:
-                if k == "res2" and self.bilinear_res2:
-                    up = F.interpolate(top, size=x.shape[-2:], mode="bilinear",
-                                       align_corners=False)
-                else:
-                    up = F.interpolate(top, size=x.shape[-2:], mode="nearest")
-                x = x + up
+                x = x + F.interpolate(top, size=x.shape[-2:], mode="nearest")
             top = x
             outs[k] = self.output[k](x) if k in self.output else x
-        mask_features = self.mask_proj(outs["res2"])
-        return mask_features, [outs[k] for k in self.memory_names]
+        return MaskFeatures(self.mask_proj(outs["res2"])), [outs[k] for k in self.memory_names]

@@ -3,7 +3,8 @@
 Each layer: masked cross-attention to one level of the pixel decoder's memory (round robin,
 coarse to fine), self-attention among queries, feed-forward. Before the first layer and after
 every layer the queries are read out into a mask embedding and a class feature; the mask
-logits are ``einsum("bqc,bchw->bqhw", mask_embed, mask_features)``. In masked attention a
+logits are ``einsum("bqc,bchw->bqhw", mask_embed, mask_features)``
+(:meth:`celseg.models.mask_features.MaskFeatures.logits`). In masked attention a
 query only attends where its previous mask has sigmoid >= 0.5 (all pixels if none does).
 """
 
@@ -14,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from celseg.models.mask_features import MaskFeatures
 
 
 def sine_position_embedding(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -94,7 +97,8 @@ class TransformerDecoder(nn.Module):
         num_levels: number of memory levels (3: strides 32, 16, 8).
         masked_attention: restrict cross-attention to each query's previous mask.
 
-    ``forward(memory, mask_features)`` returns one dict per prediction (``num_layers + 1``: the
+    ``forward(memory, mask_features)`` (a :class:`MaskFeatures` or a (B,mask_dim,h,w) tensor)
+    returns one dict per prediction (``num_layers + 1``: the
     first before any layer, the last after the final layer) with ``class_feat (B,Q,hidden_dim)``,
     ``mask_embed (B,Q,mask_dim)`` and ``pred_masks (B,Q,h,w)`` logits at mask_features' size.
 
@@ -139,11 +143,11 @@ class TransformerDecoder(nn.Module):
         return self._positions[key].expand(m.shape[0], -1, -1)
 
     def _predict(
-        self, queries: torch.Tensor, mask_features: torch.Tensor
+        self, queries: torch.Tensor, mask_features: MaskFeatures
     ) -> dict[str, torch.Tensor]:
         q = self.norm(queries)
         mask_embed = self.mask_embed(q)
-        pred_masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        pred_masks = mask_features.logits(mask_embed)
         return {"class_feat": q, "mask_embed": mask_embed, "pred_masks": pred_masks}
 
     def _attn_mask(self, pred_masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -156,10 +160,12 @@ class TransformerDecoder(nn.Module):
         return blocked.repeat_interleave(self.nheads, dim=0)
 
     def forward(
-        self, memory: list[torch.Tensor], mask_features: torch.Tensor,
+        self, memory: list[torch.Tensor], mask_features: MaskFeatures | torch.Tensor,
         all_predictions: bool = True,
     ) -> list[dict[str, torch.Tensor]]:
-        b = mask_features.shape[0]
+        if isinstance(mask_features, torch.Tensor):
+            mask_features = MaskFeatures(mask_features)
+        b = mask_features.fine.shape[0]
         srcs, poss, sizes = [], [], []
         for i, m in enumerate(memory[: self.num_levels]):
             sizes.append(tuple(m.shape[-2:]))
