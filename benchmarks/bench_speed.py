@@ -75,12 +75,9 @@ def _shared_vlm() -> str:
     return str(folder)
 
 
-EXTRA: list[str] = []  # --set overrides applied to every model
-
-
 def _parts(overrides: list[str], dev: torch.device, queries: int | None = None):
-    extra = [f"model.num_queries={queries}"] if queries else []
-    cfg = load_config(None, ["model.pretrained=false", *overrides, *extra, *EXTRA])
+    sized = [f"model.num_queries={queries}"] if queries else []
+    cfg = load_config(None, ["model.pretrained=false", *overrides, *sized])
     torch.manual_seed(0)
     model = build_segmenter(cfg.model, 384).to(dev).train()
     criterion = build_criterion(cfg.loss, model.has_background).to(dev)
@@ -131,11 +128,12 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
             "images_per_s": batch / step_s}
 
 
-def _inference_model(dev: torch.device, ckpt: str | None):
+def _inference_model(dev: torch.device, ckpt: str | None, extra: tuple[str, ...] = ()):
     """(model, text embeddings (V,D), names): a trained checkpoint with its vocabulary (every
-    name of its dataset, embedded by its VLM), or the default model with random weights."""
+    name of its dataset, embedded by its VLM), or the default model with random weights and
+    the ``extra`` config overrides."""
     if ckpt is None:
-        _, model, _, _ = _parts([], dev)  # the default model (with --set applied)
+        _, model, _, _ = _parts(list(extra), dev)
         return model.eval(), F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1), NAMES
     model, cfg = load_segmenter(ckpt, dev)
     names = load_classes(cfg.data.root).names
@@ -144,11 +142,11 @@ def _inference_model(dev: torch.device, ckpt: str | None):
 
 @torch.inference_mode()
 def inference_ratio(dev: torch.device, size: int, repeats: int, batch: int = 1,
-                    ckpt: str | None = None) -> dict:
+                    ckpt: str | None = None, extra: tuple[str, ...] = ()) -> dict:
     """Full model + semantic map against the backbone's forward, on images rendered by the
     synthetic generator (the labels' cost depends on how many pixels are class boundaries, so
     a trained ``ckpt`` gives the realistic figure; random weights give many boundaries)."""
-    model, emb, names = _inference_model(dev, ckpt)
+    model, emb, names = _inference_model(dev, ckpt, extra)
     path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
     x = _batch(0, batch, size)[0].to(dev)
     backbone, full = [], []
@@ -187,10 +185,11 @@ def matcher_time(dev: torch.device, num_points: int, images: int, size: int = 51
 
 
 def voc_throughput(dev: torch.device, steps: int = 5, size: int = 512, batch: int = 16,
-                   queries: int = 100) -> dict:
+                   queries: int = 100, extra: tuple[str, ...] = ()) -> dict:
     """Training img/s and peak memory at the paper's VOC config (512 px crop, batch 16, 100
     queries, mixed precision on CUDA)."""
-    cfg, model, criterion, optimizer = _parts(VARIANTS["ranking"], dev, queries=queries)
+    cfg, model, criterion, optimizer = _parts([*VARIANTS["ranking"], *extra], dev,
+                                              queries=queries)
     emb = F.normalize(torch.randn(20, 384, device=dev), dim=-1)
     lut = build_vocab_lut(list(range(20)))
     scaler = torch.amp.GradScaler(enabled=dev.type == "cuda")
@@ -222,18 +221,20 @@ def voc_throughput(dev: torch.device, steps: int = 5, size: int = 512, batch: in
 
 
 def run(device: str, steps: int, voc: bool, ckpt: str | None = None,
-        eval_batch: int = 16) -> list[dict]:
+        eval_batch: int = 16, extra: tuple[str, ...] = ()) -> list[dict]:
+    """Every row; ``extra`` config overrides apply to every random-weight model."""
     dev = torch.device(device)
-    rows = [train_ratio(name, ov, dev, steps) for name, ov in VARIANTS.items()]
+    rows = [train_ratio(name, [*ov, *extra], dev, steps) for name, ov in VARIANTS.items()]
     shared = [*VARIANTS["ranking"], "model.backbone=vlm", f"model.vlm={_shared_vlm()}",
-              "model.vlm_input_scale=2.0"]
+              "model.vlm_input_scale=2.0", *extra]
     rows.append(train_ratio("ranking, shared frozen VLM", shared, dev, steps))
     for weights in [None, ckpt] if ckpt else [None]:
-        rows += [inference_ratio(dev, size, 2 * steps + 1, 1, weights) for size in (128, 512)]
-        rows.append(inference_ratio(dev, 128, steps, eval_batch, weights))
+        rows += [inference_ratio(dev, size, 2 * steps + 1, 1, weights, extra)
+                 for size in (128, 512)]
+        rows.append(inference_ratio(dev, 128, steps, eval_batch, weights, extra))
     rows += [matcher_time(dev, 12544, 16), matcher_time(dev, 0, 4)]
     if voc:
-        rows.append(voc_throughput(dev))
+        rows.append(voc_throughput(dev, extra=extra))
     return rows
 
 
@@ -256,8 +257,7 @@ def main() -> None:
     for flag, value in (("--steps", args.steps), ("--eval-batch", args.eval_batch)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
-    EXTRA.extend(args.set)
-    rows = run(args.device, args.steps, args.voc, args.ckpt, args.eval_batch)
+    rows = run(args.device, args.steps, args.voc, args.ckpt, args.eval_batch, tuple(args.set))
     for r in rows:
         if r["bench"] == "train":
             print(f"train {r['model']}: step {r['step_s']:.3f} s vs {r['reference']} "

@@ -13,7 +13,7 @@ import argparse
 import time
 
 import torch
-from bench_speed import EXTRA, _batch, _inference_model
+from bench_speed import _batch, _inference_model
 
 from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
@@ -31,9 +31,8 @@ def main() -> None:
     for flag, value in (("--size", args.size), ("--repeats", args.repeats)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
-    EXTRA.extend(args.set)
     dev = torch.device("cpu")
-    model, emb, names = _inference_model(dev, args.ckpt)
+    model, emb, names = _inference_model(dev, args.ckpt, tuple(args.set))
     path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
     x = _batch(0, 1, args.size)[0]
     parts: dict[str, list[float]] = {}

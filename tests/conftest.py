@@ -32,3 +32,29 @@ def ov_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["make-data", "synthetic", "--variant", "ov", "--out", str(root), "--train", "8",
                  "--val", "4", "--size", "64", "--captions", "30", "--quiet"]) == 0
     return root
+
+
+TINY_RUN = ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
+            "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
+            "model.dim_feedforward=64", "model.vlm=minilm"]
+
+
+@pytest.fixture(scope="session")
+def make_tiny_run():
+    """``make_tiny_run(folder, *overrides)`` writes a run folder (config.yaml and checkpoint)
+    holding an untrained tiny segmenter for 384-d MiniLM text embeddings, and returns it."""
+    import torch
+
+    from celseg.config import load_config, save_config
+    from celseg.engine.checkpoint import save_checkpoint
+    from celseg.models.build import build_segmenter
+
+    def make(folder: Path, *overrides: str) -> Path:
+        cfg = load_config(None, [*TINY_RUN, *overrides])
+        torch.manual_seed(0)
+        save_checkpoint(folder, build_segmenter(cfg.model, 384), {"step": 0},
+                        {"embed_dim": "384"})
+        save_config(cfg, folder / "config.yaml")
+        return folder
+
+    return make

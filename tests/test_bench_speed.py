@@ -29,23 +29,16 @@ def test_train_ratio_row_has_both_sides():
     assert row["ratio"] == row["step_s"] / row["reference_s"]
 
 
-def test_inference_rows_with_random_weights_and_with_a_checkpoint(tmp_path, synthetic_root):
-    """Both inference rows run: the default model with random weights, and a run folder's
-    checkpoint with its dataset's names embedded by its VLM (here MiniLM)."""
-    from celseg.config import load_config, save_config
-    from celseg.engine.checkpoint import save_checkpoint
-    from celseg.models.build import build_segmenter
-
+def test_inference_rows_with_random_weights_and_with_a_checkpoint(tmp_path, synthetic_root,
+                                                                   make_tiny_run):
+    """Both inference rows run: the default model with random weights (and an override), and a
+    run folder's checkpoint with its dataset's names embedded by its VLM (here MiniLM)."""
     cpu = torch.device("cpu")
     row = bench_speed.inference_ratio(cpu, 64, 1, batch=2)
     assert row["weights"] == "random" and row["batch"] == 2
     assert row["ratio"] == row["full_ms"] / row["backbone_ms"] > 0
-    cfg = load_config(None, ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
-                             "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
-                             "model.dim_feedforward=64", "model.vlm=minilm",
-                             f"data.root={synthetic_root}"])
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path, build_segmenter(cfg.model, 384), {"step": 0}, {"embed_dim": "384"})
-    save_config(cfg, tmp_path / "config.yaml")
+    model, _, _ = bench_speed._inference_model(cpu, None, ("model.pixel_decoder_conv=light",))
+    assert "res2" in model.pixel_decoder.output  # the override reached the model
+    make_tiny_run(tmp_path, f"data.root={synthetic_root}")
     row = bench_speed.inference_ratio(cpu, 64, 1, batch=1, ckpt=str(tmp_path))
     assert row["weights"] == "trained" and row["full_ms"] > 0

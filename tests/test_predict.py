@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from celseg.cli import main
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, make_tiny_run):
     """A run folder holding an (untrained) tiny segmenter for 384-d MiniLM text embeddings."""
-    from celseg.config import load_config, save_config
-    from celseg.engine.checkpoint import save_checkpoint
-    from celseg.models.build import build_segmenter
-
-    run = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
-                             "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
-                             "model.dim_feedforward=64", "model.vlm=minilm"])
-    torch.manual_seed(0)
-    save_checkpoint(run, build_segmenter(cfg.model, 384), {"step": 0}, {"embed_dim": "384"})
-    save_config(cfg, run / "config.yaml")
-    return run
+    return make_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def test_predict_any_vocabulary(checkpoint, tmp_path, monkeypatch) -> None:
