@@ -157,15 +157,23 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
         ok = total >= EPS
     y0, y1, ly = _taps(size[0], h, scores.device)
     x0, x1, lx = _taps(size[1], w, scores.device)
+    # an output pixel's four taps are the corners of the low-resolution cell at (y0, x0)
+    # (y1 = min(y0 + 1, h - 1), x1 likewise): where the cell is uniform, its class is the label;
+    # -1 marks the other cells (a boundary or Z < EPS at a corner)
     low = shifted.argmax(1)  # (B,h,w)
-    row0, row1 = low[:, y0], low[:, y1]  # (B,H,w): rows first, then columns
-    labels = row0[:, :, x0]
-    agree = (row0[:, :, x1] == labels) & (row1[:, :, x0] == labels) & (row1[:, :, x1] == labels)
+    below = (torch.arange(h, device=low.device) + 1).clamp_max(h - 1)
+    beside = (torch.arange(w, device=low.device) + 1).clamp_max(w - 1)
+
+    def corners_agree(m: Tensor, same) -> Tensor:
+        under = m[:, below]
+        return same(m, m[:, :, beside]) & same(m, under) & same(m, under[:, :, beside])
+
+    cell = corners_agree(low, torch.eq)
     if ok is not None:
-        ok0, ok1 = ok[:, y0], ok[:, y1]
-        agree &= ok0[:, :, x0] & ok0[:, :, x1] & ok1[:, :, x0] & ok1[:, :, x1]
-    bb, yy, xx = (~agree).nonzero(as_tuple=True)
-    if bb.numel() > DENSE_SHARE * agree.numel():
+        cell &= corners_agree(ok, torch.logical_and)
+    labels = torch.where(cell, low, -1)[:, y0][:, :, x0]  # (B,H,W)
+    bb, yy, xx = (labels < 0).nonzero(as_tuple=True)
+    if bb.numel() > DENSE_SHARE * labels.numel():
         return _dense_labels(scores, size, seen_positions, calibration)
     if bb.numel():
         flat = scores.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C), contiguous rows
@@ -174,7 +182,8 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
         wy, wx = ly[yy, None], lx[xx, None]
         exact = ((1 - wy) * ((1 - wx) * flat[top + left] + wx * flat[top + right])
                  + wy * ((1 - wx) * flat[bottom + left] + wx * flat[bottom + right]))  # (N,C)
-        exact = calibrate(normalize_classes(exact), seen_positions, calibration)
+        if ok is not None:  # without calibration the normalisation cannot change the argmax
+            exact = calibrate(normalize_classes(exact), seen_positions, calibration)
         labels[bb, yy, xx] = exact.argmax(1)
     return labels
 
