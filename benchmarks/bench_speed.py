@@ -140,7 +140,7 @@ def _inference_model(dev: torch.device, ckpt: str | None, extra: tuple[str, ...]
     return model, class_text_embeddings(cfg.model.vlm, names, dev), names
 
 
-@torch.inference_mode()
+@torch.no_grad()  # as the library infers
 def inference_ratio(dev: torch.device, size: int, repeats: int, batch: int = 1,
                     ckpt: str | None = None, extra: tuple[str, ...] = ()) -> dict:
     """Full model + semantic map against the backbone's forward, on images rendered by the

@@ -19,7 +19,7 @@ from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
 
 
-@torch.inference_mode()
+@torch.no_grad()  # as the library infers
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image size (px)")

@@ -170,7 +170,9 @@ class TransformerDecoder(nn.Module):
         for i, m in enumerate(memory[: self.num_levels]):
             sizes.append(tuple(m.shape[-2:]))
             poss.append(self._position(m))
-            srcs.append(m.flatten(2).transpose(1, 2) + self.level_embed.weight[i])  # (B,L,d)
+            # (B,L,d) row-major: a transposed view makes ``memory + memory_pos`` strided, and
+            # with inference-mode weights turns the K/V projections into per-token products
+            srcs.append(m.flatten(2).transpose(1, 2).contiguous() + self.level_embed.weight[i])
         queries = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
         preds = [self._predict(queries, mask_features)]
