@@ -148,3 +148,15 @@ def test_cli_make_data_and_show(tmp_path, capsys):
     assert main(["show", str(out), "--n", "2", "--out", str(sheet)]) == 0
     assert Image.open(sheet).size[0] > 300
     assert main(["make-data", "no-such-set", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_output_does_not_depend_on_workers(tmp_path):
+    """Two worker processes (the demo's) write the same files, byte for byte, as one."""
+    sizes = dict(n_train=4, n_val=2, size=32, n_captions=6)
+    for workers in (1, 2):
+        generate(tmp_path / str(workers), seed=3, workers=workers, **sizes)
+    one = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
+    two = sorted(p.relative_to(tmp_path / "2") for p in (tmp_path / "2").rglob("*") if p.is_file())
+    assert one == two and len(one) > 12
+    for rel in one:
+        assert (tmp_path / "1" / rel).read_bytes() == (tmp_path / "2" / rel).read_bytes(), rel

@@ -54,10 +54,11 @@ def _done(start: float, what: str = "done") -> None:
     print(f"   {what} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def make_data(out: Path, seed: int, progress: bool, sizes: dict | None = None
-              ) -> tuple[Path, Path]:
+def make_data(out: Path, seed: int, progress: bool, sizes: dict | None = None,
+              workers: int = 1) -> tuple[Path, Path]:
     """``OUT/data``: the generated benchmark (``sizes``: ``generate``'s size arguments), and
-    ``OUT/data_ov``: the second world's caption split (for the VLM; no segmentation images)."""
+    ``OUT/data_ov``: the second world's caption split (for the VLM; no segmentation images).
+    ``workers`` processes render them (the images do not depend on it)."""
     t = _step("1/5 benchmark data")
     sizes = dict(sizes or {})
     second = dict(sizes, n_train=0, n_val=0)
@@ -66,7 +67,8 @@ def make_data(out: Path, seed: int, progress: bool, sizes: dict | None = None
         if marker.is_file():
             print(f"   cached: {out / folder}")
             continue
-        stats = generate(out / folder, seed=seed, progress=progress, variant=variant, **kwargs)
+        stats = generate(out / folder, seed=seed, progress=progress, variant=variant,
+                         workers=workers, **kwargs)
         marker.write_text(json.dumps(stats, indent=1, default=str))
         _done(t, f"{folder}: {stats.get('train')} train / {stats.get('val')} val images, "
                  f"{stats.get('captions', kwargs.get('n_captions'))} captions")
@@ -110,10 +112,10 @@ def run_demo(out: Path, names: list[str], overrides: list[str], seed: int = 0,
              sizes: dict | None = None, vlm_steps: int | None = None,
              progress: bool = True, jobs: int = 1) -> str:
     """Steps 1-5 (module docstring); returns the results table. ``jobs``: variants trained
-    at once (``run_ablation``)."""
+    at once (``run_ablation``), and processes rendering the data."""
     start = time.perf_counter()
     variants = demo_variants(names)
-    data, data_ov = make_data(out, seed, progress, sizes)
+    data, data_ov = make_data(out, seed, progress, sizes, workers=jobs)
     vlm = pretrain_vlm(out, (data, data_ov), progress, vlm_steps)
     _step("3/5 train " + ", ".join(f"'{n}'" for n in names))
     base = load_config(config_path("synthetic.yaml"), [f"data.root={data}", *overrides])
