@@ -99,7 +99,7 @@ class FPNPixelDecoder(nn.Module):
         for k in reversed(LEVELS):  # res5 -> res2
             x = self.lateral[k](features[k])
             if k == "res2" and self.bilinear_res2:  # mask_proj(x + up(top)), kept factored
-                memory = [outs[k] for k in self.memory_names]
+                memory = [outs[name] for name in self.memory_names]
                 return MaskFeatures(x, coarse=top, proj=self.mask_proj), memory
             if top is not None:
                 x = x + F.interpolate(top, size=x.shape[-2:], mode="nearest")
