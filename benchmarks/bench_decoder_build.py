@@ -1,0 +1,88 @@
+"""The transformer decoder's inference time by how the model was built and run.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_decoder_build.py [--ckpt RUN] [--size 512]
+    OMP_NUM_THREADS=1 python benchmarks/bench_decoder_build.py --compile --size 128
+
+Rows: the model built normally or inside ``torch.inference_mode()``, each then run under
+``no_grad`` or ``inference_mode`` (the decoder alone, batch 1, median of repeats, on a rendered
+benchmark image). Run it at two commits to compare code. ``--compile`` instead times the whole
+model and semantic map eager against ``torch.compile`` (the compile time printed apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+from bench_speed import _batch, _inference_model
+
+from celseg.config import EvalConfig
+from celseg.engine.protocol import build_inference
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times = sorted(times[2:])
+    return 1000 * times[len(times) // 2]
+
+
+def decoder_rows(ckpt: str | None, size: int, repeats: int) -> list[dict]:
+    dev = torch.device("cpu")
+    x = _batch(0, 1, size)[0]
+    rows = []
+    for build in ("normal", "inference_mode"):
+        ctx = torch.inference_mode() if build == "inference_mode" else contextlib.nullcontext()
+        with ctx:
+            model, _, _ = _inference_model(dev, ckpt)
+        for run in ("no_grad", "inference_mode"):
+            with torch.no_grad() if run == "no_grad" else torch.inference_mode():
+                mask_features, memory = model.pixel_decoder(model.backbone.forward_features(x))
+                ms = _median_ms(lambda m=model, mf=mask_features, me=memory:
+                                m.transformer_decoder(me, mf, all_predictions=False), repeats)
+            rows.append({"size": size, "built": build, "run": run, "decoder_ms": ms})
+    return rows
+
+
+@torch.no_grad()
+def compile_row(ckpt: str | None, size: int, repeats: int) -> dict:
+    dev = torch.device("cpu")
+    model, emb, names = _inference_model(dev, ckpt)
+    path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
+    x = _batch(0, 1, size)[0]
+    eager = _median_ms(lambda: path.labels(model(x, emb), None, (size, size)), repeats)
+    start = time.perf_counter()
+    compiled = torch.compile(model)
+    compiled(x, emb)
+    compile_s = time.perf_counter() - start
+    comp = _median_ms(lambda: path.labels(compiled(x, emb), None, (size, size)), repeats)
+    return {"size": size, "eager_ms": eager, "compiled_ms": comp, "compile_s": compile_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default=None, help="a trained run folder (else random weights)")
+    parser.add_argument("--size", type=int, default=512, help="image size (px)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
+    parser.add_argument("--compile", action="store_true", help="eager against torch.compile")
+    args = parser.parse_args()
+    for flag, value in (("--size", args.size), ("--repeats", args.repeats)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if args.compile:
+        r = compile_row(args.ckpt, args.size, args.repeats)
+        print(f"{r['size']} px, batch 1: eager {r['eager_ms']:.1f} ms, compiled "
+              f"{r['compiled_ms']:.1f} ms (compiling took {r['compile_s']:.0f} s)")
+        return
+    for r in decoder_rows(args.ckpt, args.size, args.repeats):
+        print(f"{r['size']} px, built {r['built']}, run under {r['run']}: "
+              f"decoder {r['decoder_ms']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
