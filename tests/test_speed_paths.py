@@ -31,12 +31,15 @@ def _full_path(scores, size, seen, calibration):
 
 
 @pytest.mark.parametrize("shape,size", [((2, 5, 8, 8), (32, 32)), ((2, 5, 7, 9), (20, 31)),
-                                        ((1, 4, 16, 16), (10, 10)), ((3, 24, 32, 32), (128, 128))])
+                                        ((1, 4, 16, 16), (10, 10)), ((3, 24, 32, 32), (128, 128)),
+                                        ((2, 5, 7, 9), (21, 18)), ((1, 3, 1, 5), (4, 5)),
+                                        ((2, 6, 9, 6), (45, 24))])
 @pytest.mark.parametrize("calibration", [0.0, 0.3])
 @pytest.mark.parametrize("dense_share", [1.0, 0.0, inference.DENSE_SHARE])
 def test_labels_equal_the_full_resolution_argmax(shape, size, calibration, dense_share,
                                                  monkeypatch):
-    """Both routes (boundary pixels only: share 1; the whole map: share 0) and the default."""
+    """At integer factors (by cell: 4, 3 x 2, 4 x 1 from one row, 5 x 4) and others (by pixel:
+    boundary pixels only at share 1, the whole map at share 0, and the default)."""
     monkeypatch.setattr(inference, "DENSE_SHARE", dense_share)
     g = torch.Generator().manual_seed(sum(shape) + int(10 * calibration))
     smooth = F.interpolate(torch.rand(shape[0], shape[1], 3, 3, generator=g), size=shape[-2:],
@@ -46,6 +49,19 @@ def test_labels_equal_the_full_resolution_argmax(shape, size, calibration, dense
         scores[:, :, :2, :2] = 0  # Z < EPS: the clamp of the normalisation is active there
         got = scores_to_labels(scores, size, [0, 2], calibration)
         assert torch.equal(got, _full_path(scores, size, [0, 2], calibration))
+
+
+@pytest.mark.parametrize("factor", [(4, 4), (3, 2), (1, 5)])
+def test_labels_by_cell_on_many_boundaries(factor):
+    """Maps of many nearly tied classes: most cells are boundaries, and every boundary pixel's
+    label must still equal the full path's (the integer-factor route, blended and calibrated)."""
+    g = torch.Generator().manual_seed(sum(factor))
+    for _ in range(10):
+        scores = 1 + 0.05 * torch.rand(2, 6, 12, 10, generator=g)
+        size = (12 * factor[0], 10 * factor[1])
+        for calibration in (0.0, 0.01):
+            got = scores_to_labels(scores, size, [1, 3], calibration)
+            assert torch.equal(got, _full_path(scores, size, [1, 3], calibration))
 
 
 def _planted_case(size=128, k=5, queries=12, seed=0):

@@ -16,7 +16,6 @@ import functools
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -30,7 +29,7 @@ from celseg.engine.protocol import build_inference
 from celseg.engine.sliding import path_predictor, sliding_window
 from celseg.engine.vocab import eval_vocabulary
 from celseg.evaluation.metrics import ConfusionMatrix, summarize
-from celseg.models.inference import calibrate, semantic_probs
+from celseg.models.inference import calibrate, first_argmax, scores_to_labels, semantic_probs
 
 
 def _shard(dataset: Dataset) -> Dataset:
@@ -48,8 +47,7 @@ def background_votes(outputs: dict, out_size: tuple[int, int]) -> torch.Tensor:
     C+1 columns, i.e. before the no-object column is dropped. Baseline models only.
     """
     probs = semantic_probs(outputs["pred_logits"], outputs["pred_masks"], False)  # (B,C+1,h,w)
-    probs = F.interpolate(probs.float(), size=out_size, mode="bilinear", align_corners=False)
-    return probs.argmax(dim=1) == probs.shape[1] - 1
+    return scores_to_labels(probs, out_size) == probs.shape[1] - 1  # argmax of the resized map
 
 
 def image_vlm(eval_cfg: EvalConfig, default: Any) -> Any:
@@ -205,7 +203,7 @@ def _sliding_labels(model: nn.Module, images: torch.Tensor, emb: torch.Tensor, p
     """{protocol: (B,H,W) vocabulary positions} from window-averaged class probabilities."""
     probs = sliding_window(path_predictor(model, emb, path, protocols), images,
                            eval_cfg.window_size, eval_cfg.window_stride)  # (B,P*V,H,W)
-    return {name: calibrate(p, path.seen_positions, path.calibration).argmax(1)
+    return {name: first_argmax(calibrate(p, path.seen_positions, path.calibration), 1)
             for name, p in zip(protocols, probs.chunk(len(protocols), dim=1), strict=True)}
 
 

@@ -24,7 +24,7 @@ from celseg.engine.protocol import build_inference, choose_protocol
 from celseg.errors import DataError
 from celseg.io.atomic import save_image
 from celseg.io.images import open_rgb
-from celseg.models.inference import calibrate
+from celseg.models.inference import calibrate, first_argmax
 from celseg.viz.overlay import legend_image, overlay
 from celseg.vlm.cache import text_embeddings
 from celseg.vlm.loading import has_image_tower, load_vlm_cached
@@ -135,7 +135,7 @@ class Predictor:
 
         path = self.path(class_names)
         probs = self.probs(image, class_names)[None]
-        pred = calibrate(probs, path.seen_positions, path.calibration).argmax(1)[0]
+        pred = first_argmax(calibrate(probs, path.seen_positions, path.calibration), 1)[0]
         return pred.to(torch.uint8).cpu().numpy()
 
 

@@ -28,6 +28,7 @@ background_embedding mode) and a mask logit map M_q.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,7 @@ EPS = 1e-6  # the one epsilon of the normalisation over classes
 PROTOCOLS = ("segmenter", "ensemble", "vlm", "two_stage")
 POOLINGS = ("soft", "binary")
 # scores_to_labels resizes the whole map when more than this share of pixels are boundaries
+# (at output sizes that are not integer multiples of the scores')
 DENSE_SHARE = 0.25
 
 
@@ -131,6 +133,12 @@ def class_probs(scores: Tensor, out_size: tuple[int, int]) -> Tensor:
     return normalize_classes(scores)
 
 
+def first_argmax(x: Tensor, dim: int) -> Tensor:
+    """``x.argmax(dim)``: the index of the first maximum. ``max(dim).indices`` has the same tie
+    rule and is 3-5x faster on CPU (torch 2.13; benchmarks/bench_labels.py)."""
+    return x.max(dim).indices
+
+
 def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
                      seen_positions: list[int] | None = None, calibration: float = 0.0) -> Tensor:
     """(B,C,h,w) semantic scores -> (B,H,W) long vocabulary positions: the argmax of the scores
@@ -140,67 +148,146 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
     c and Z = sum_c S, argmax_c (S_c / Z - k_c) = argmax_c (S_c - k_c Z) wherever Z >= EPS, and
     that is linear in the four low-resolution taps of the bilinear resize. So where all four
     taps of an output pixel have the same argmax (and Z >= EPS), that class is the pixel's
-    label; only the other pixels (class boundaries) are resized exactly. When those are more
-    than ``DENSE_SHARE`` of the output (a noisy, e.g. untrained, model) the whole map is
-    resized instead, which is then cheaper. Equal to the full path up to float rounding.
+    label; only the other pixels (class boundaries) are resized exactly: by cell when the
+    output is an integer multiple of the input (:func:`_labels_by_cell`, always the cheaper),
+    else pixel by pixel, unless those pixels are more than ``DENSE_SHARE`` of the output (a
+    noisy, e.g. untrained, model), where the whole map is resized instead, which is then
+    cheaper. Equal to the full path up to float rounding.
     """
     size = tuple(int(v) for v in out_size)
     if tuple(scores.shape[-2:]) == size:
         return _dense_labels(scores, size, seen_positions, calibration)
     scores = scores.float()
-    b, c, h, w = scores.shape
+    c, h, w = scores.shape[1:]
     shifted, ok = scores, None
     if calibration and seen_positions is not None and len(seen_positions):
         total = scores.sum(1)  # (B,h,w)
         k = calibrate(scores.new_zeros(1, c), seen_positions, -calibration)[0]
         shifted = scores - k[:, None, None] * total[:, None]
         ok = total >= EPS
-    y0, y1, ly = _taps(size[0], h, scores.device)
-    x0, x1, lx = _taps(size[1], w, scores.device)
-    # an output pixel's four taps are the corners of the low-resolution cell at (y0, x0)
-    # (y1 = min(y0 + 1, h - 1), x1 likewise): where the cell is uniform, its class is the label;
-    # -1 marks the other cells (a boundary or Z < EPS at a corner)
-    low = shifted.argmax(1)  # (B,h,w)
+    low = first_argmax(shifted, 1)  # (B,h,w)
+
+    def exact(blend: Tensor) -> Tensor:  # (N,C) resized scores -> (N,) labels
+        if ok is not None:  # without calibration the normalisation cannot change the argmax
+            blend = calibrate(normalize_classes(blend), seen_positions, calibration)
+        return first_argmax(blend, 1)
+
+    route = _labels_by_cell if size[0] % h == 0 and size[1] % w == 0 else _labels_by_pixel
+    labels = route(scores, low, ok, size, exact)
+    if labels is None:  # too many boundaries
+        return _dense_labels(scores, size, seen_positions, calibration)
+    return labels
+
+
+def _corners_agree(m: Tensor, same, below: Tensor, beside: Tensor) -> Tensor:
+    """(B,h',w') True where m has one value at the four corners of cell (y, x): (y, x), (y, x'),
+    (y', x), (y', x') with y' = below[y], x' = beside[x] (h' = len(below), w' = len(beside))."""
+    top = m[:, :below.numel()]
+    under = m[:, below]
+    corner = top[:, :, :beside.numel()]
+    return (same(corner, top[:, :, beside]) & same(corner, under[:, :, :beside.numel()])
+            & same(corner, under[:, :, beside]))
+
+
+def _bilinear(v00: Tensor, v01: Tensor, v10: Tensor, v11: Tensor, wy: Tensor,
+              wx: Tensor) -> Tensor:
+    """The bilinear blend of four taps (top-left, top-right, bottom-left, bottom-right) with
+    the weights ``wy`` of the bottom row and ``wx`` of the right column, as F.interpolate."""
+    return (1 - wy) * ((1 - wx) * v00 + wx * v01) + wy * ((1 - wx) * v10 + wx * v11)
+
+
+def _labels_by_pixel(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[int, int],
+                     exact) -> Tensor | None:
+    """Any output size: each output pixel's four taps are the corners of the low-resolution
+    cell at (y0, x0) (the next row and column clamped to the map); where the cell is uniform,
+    its class is the label, elsewhere (a boundary, or with ``ok`` Z < EPS at a corner) the
+    pixel's taps are blended over every class and ``exact`` (N,C) -> (N,) labels them. None
+    when those pixels are more than ``DENSE_SHARE`` of the output."""
+    b, c, h, w = scores.shape
+    y0, ly = _taps(size[0], h, scores.device)
+    x0, lx = _taps(size[1], w, scores.device)
     below = (torch.arange(h, device=low.device) + 1).clamp_max(h - 1)
     beside = (torch.arange(w, device=low.device) + 1).clamp_max(w - 1)
-
-    def corners_agree(m: Tensor, same) -> Tensor:
-        under = m[:, below]
-        return same(m, m[:, :, beside]) & same(m, under) & same(m, under[:, :, beside])
-
-    cell = corners_agree(low, torch.eq)
+    cell = _corners_agree(low, torch.eq, below, beside)
     if ok is not None:
-        cell &= corners_agree(ok, torch.logical_and)
+        cell &= _corners_agree(ok, torch.logical_and, below, beside)
     labels = torch.where(cell, low, -1)[:, y0][:, :, x0]  # (B,H,W)
     bb, yy, xx = (labels < 0).nonzero(as_tuple=True)
     if bb.numel() > DENSE_SHARE * labels.numel():
-        return _dense_labels(scores, size, seen_positions, calibration)
+        return None
     if bb.numel():
-        flat = scores.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C), contiguous rows
-        top, bottom = bb * (h * w) + y0[yy] * w, bb * (h * w) + y1[yy] * w
-        left, right = x0[xx], x1[xx]
-        wy, wx = ly[yy, None], lx[xx, None]
-        exact = ((1 - wy) * ((1 - wx) * flat[top + left] + wx * flat[top + right])
-                 + wy * ((1 - wx) * flat[bottom + left] + wx * flat[bottom + right]))  # (N,C)
-        if ok is not None:  # without calibration the normalisation cannot change the argmax
-            exact = calibrate(normalize_classes(exact), seen_positions, calibration)
-        labels[bb, yy, xx] = exact.argmax(1)
+        top, bottom, left, right = y0[yy], below[y0[yy]], x0[xx], beside[x0[xx]]
+        labels[bb, yy, xx] = exact(_bilinear(
+            scores[bb, :, top, left], scores[bb, :, top, right], scores[bb, :, bottom, left],
+            scores[bb, :, bottom, right], ly[yy, None], lx[xx, None]))
     return labels
+
+
+def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[int, int],
+                    exact) -> Tensor:
+    """Output size (ry h, rx w): the same labels as :func:`_labels_by_pixel`, by cell.
+
+    With the map's edge rows and columns repeated once on each side (which is what the clamp of
+    the bilinear resize does), every output pixel falls in one of (h+1) x (w+1) cells, each
+    covering an ry x rx block at the same weights. A uniform cell fills its block; the blocks
+    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners. Even
+    when every cell is a boundary (random weights) this costs no more than resizing the whole
+    map (0.6x without calibration, 1.07x with it: benchmarks/bench_labels.py), so it never
+    falls back to that.
+    """
+    b, c, h, w = scores.shape
+    ry, rx = size[0] // h, size[1] // w
+    rows = (torch.arange(h + 2, device=low.device) - 1).clamp(0, h - 1)  # padded -> source
+    cols = (torch.arange(w + 2, device=low.device) - 1).clamp(0, w - 1)
+    below = torch.arange(1, h + 2, device=low.device)
+    beside = torch.arange(1, w + 2, device=low.device)
+    padded = low[:, rows][:, :, cols]  # (B,h+2,w+2)
+    cell = _corners_agree(padded, torch.eq, below, beside)  # (B,h+1,w+1)
+    if ok is not None:
+        cell &= _corners_agree(ok[:, rows][:, :, cols], torch.logical_and, below, beside)
+    bb, jj, kk = (~cell).nonzero(as_tuple=True)
+    blocks = torch.where(cell, padded[:, :-1, :-1], -1)[:, :, None, :, None]
+    blocks = blocks.expand(b, h + 1, ry, w + 1, rx).contiguous()
+    if bb.numel():
+        top, bottom, left, right = rows[jj], rows[jj + 1], cols[kk], cols[kk + 1]
+        corners = torch.stack([scores[bb, :, top, left], scores[bb, :, top, right],
+                               scores[bb, :, bottom, left], scores[bb, :, bottom, right]])
+        wy, wx = _block_weights(ry, h, size[0]), _block_weights(rx, w, size[1])
+        weights = torch.stack([(1 - wy)[:, None] * (1 - wx), (1 - wy)[:, None] * wx,
+                               wy[:, None] * (1 - wx), wy[:, None] * wx], -1)  # (ry,rx,4)
+        blend = weights.view(ry * rx, 4).to(scores) @ corners.view(4, -1)  # (ry*rx, M*C)
+        blocks[bb, jj, :, kk, :] = exact(blend.view(-1, c)).view(ry, rx, -1).permute(2, 0, 1)
+    oy, ox = _block_offset(ry), _block_offset(rx)
+    flat = blocks.view(b, (h + 1) * ry, (w + 1) * rx)
+    return flat[:, oy:oy + size[0], ox:ox + size[1]].contiguous()
+
+
+def _block_offset(r: int) -> int:
+    """Where output pixel 0 lies in the first cell's block of r (cells of the padded map)."""
+    return -math.ceil(-r / 2 - 0.5)
+
+
+def _block_weights(r: int, in_len: int, out_len: int) -> Tensor:
+    """(r,) bilinear weights of the second tap across one cell's block (as :func:`_taps`)."""
+    virtual = torch.arange(r, dtype=torch.float32) + r - _block_offset(r)  # a cell inside
+    src = (virtual + 0.5) * (in_len / out_len) - 0.5
+    return src - src.floor()
 
 
 def _dense_labels(scores: Tensor, size: tuple[int, int], seen_positions: list[int] | None,
                   calibration: float) -> Tensor:
     """The reference route: the whole (B,C,H,W) map resized, normalised, calibrated, argmax."""
-    return calibrate(class_probs(scores, size), seen_positions, calibration).argmax(1)
+    return first_argmax(calibrate(class_probs(scores, size), seen_positions, calibration), 1)
 
 
-def _taps(out_len: int, in_len: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _taps(out_len: int, in_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Bilinear taps of a resize along one axis (``align_corners=False``, as F.interpolate):
-    source indices i0, i1 (out_len,) and the weight (out_len,) of i1."""
+    the first source index i0 (out_len,) and the weight (out_len,) of the second,
+    min(i0 + 1, in_len - 1)."""
     src = (torch.arange(out_len, device=device, dtype=torch.float32) + 0.5) * (in_len / out_len)
     src = (src - 0.5).clamp_min(0)
     i0 = src.floor().long().clamp_max(in_len - 1)
-    return i0, (i0 + 1).clamp_max(in_len - 1), src - i0
+    return i0, src - i0
 
 
 def semantic_map(outputs: dict, out_size: tuple[int, int],
