@@ -1,10 +1,11 @@
 """Where the head's inference time goes: the backbone, pixel decoder, transformer decoder,
 classifier and labels of one forward, timed apart (median of alternating repeats).
 
-    OMP_NUM_THREADS=1 python benchmarks/profile_inference.py [--size 512] [--ckpt RUN]
+    OMP_NUM_THREADS=1 python benchmarks/profile_inference.py [--size 512] [--batch 1] [--ckpt RUN]
 
 With ``--ckpt`` a trained run (its dataset and VLM on disk), else the default model with random
-weights and any ``--set`` overrides; the input is a rendered benchmark image, batch 1.
+weights and any ``--set`` overrides; the input is rendered benchmark images (``--batch``, one by
+default).
 """
 
 from __future__ import annotations
@@ -23,18 +24,20 @@ from celseg.engine.protocol import build_inference
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image size (px)")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
     parser.add_argument("--ckpt", default=None, help="a trained run folder or checkpoint")
     parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="config overrides of the random-weight model")
     args = parser.parse_args()
-    for flag, value in (("--size", args.size), ("--repeats", args.repeats)):
+    for flag, value in (("--size", args.size), ("--batch", args.batch),
+                        ("--repeats", args.repeats)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
     dev = torch.device("cpu")
     model, emb, names = _inference_model(dev, args.ckpt, tuple(args.set))
     path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
-    x = _batch(0, 1, args.size)[0]
+    x = _batch(0, args.batch, args.size)[0]
     parts: dict[str, list[float]] = {}
 
     def timed(name, fn, *fn_args, **fn_kwargs):
@@ -55,7 +58,7 @@ def main() -> None:
             parts.clear()
     median = {k: 1000 * sorted(v)[len(v) // 2] for k, v in parts.items()}
     head = sum(v for k, v in median.items() if k != "backbone")
-    print(f"{args.size} px, batch 1, {'trained' if args.ckpt else 'random'} weights")
+    print(f"{args.size} px, batch {args.batch}, {'trained' if args.ckpt else 'random'} weights")
     for name, ms in median.items():
         share = "" if name == "backbone" else f" ({100 * ms / head:.0f} % of the head)"
         print(f"  {name}: {ms:.1f} ms{share}")
