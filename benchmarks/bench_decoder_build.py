@@ -5,8 +5,9 @@
 
 Rows: the model built normally or inside ``torch.inference_mode()``, each then run under
 ``no_grad`` or ``inference_mode`` (the decoder alone, batch 1, median of repeats, on a rendered
-benchmark image). Run it at two commits to compare code. ``--compile`` instead times the whole
-model and semantic map eager against ``torch.compile`` (the compile time printed apart).
+benchmark image). Run it at two commits to compare code. ``--compile`` instead times the
+model and semantic map eager, with the backbone compiled (``eval.compile_backbone``) and with
+the whole model compiled, and the backbone alone eager and compiled (compile times apart).
 """
 
 from __future__ import annotations
@@ -50,18 +51,39 @@ def decoder_rows(ckpt: str | None, size: int, repeats: int) -> list[dict]:
 
 
 @torch.no_grad()
-def compile_row(ckpt: str | None, size: int, repeats: int) -> dict:
+def compile_row(ckpt: str | None, size: int, repeats: int, batch: int = 1) -> dict:
+    """Model + semantic map eager, with the backbone compiled (``eval.compile_backbone``) and
+    with the whole model compiled, and the backbone alone eager and compiled, timed in
+    alternation (median ms), with each compile's seconds."""
     dev = torch.device("cpu")
-    model, emb, names = _inference_model(dev, ckpt)
-    path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
-    x = _batch(0, 1, size)[0]
-    eager = _median_ms(lambda: path.labels(model(x, emb), None, (size, size)), repeats)
+    x = _batch(0, batch, size)[0]
+    eager, emb, names = _inference_model(dev, ckpt)
+    path = build_inference(eager, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
+    part, _, _ = _inference_model(dev, ckpt)
     start = time.perf_counter()
-    compiled = torch.compile(model)
-    compiled(x, emb)
-    compile_s = time.perf_counter() - start
-    comp = _median_ms(lambda: path.labels(compiled(x, emb), None, (size, size)), repeats)
-    return {"size": size, "eager_ms": eager, "compiled_ms": comp, "compile_s": compile_s}
+    part.compile_backbone()
+    part(x, emb)
+    backbone_s = time.perf_counter() - start
+    start = time.perf_counter()
+    whole = torch.compile(eager)
+    whole(x, emb)
+    whole_s = time.perf_counter() - start
+    out = (size, size)
+    fns = {"eager_ms": lambda: path.labels(eager(x, emb), None, out),
+           "backbone_compiled_ms": lambda: path.labels(part(x, emb), None, out),
+           "whole_compiled_ms": lambda: path.labels(whole(x, emb), None, out),
+           "backbone_alone_eager_ms": lambda: eager.backbone.forward_features(x),
+           "backbone_alone_compiled_ms": lambda: part.backbone.forward_features(x)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(repeats + 2):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    row = {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"size": size, "batch": batch, **row, "backbone_compile_s": backbone_s,
+            "whole_compile_s": whole_s}
 
 
 def main() -> None:
@@ -70,14 +92,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="image size (px)")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
     parser.add_argument("--compile", action="store_true", help="eager against torch.compile")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward (--compile)")
     args = parser.parse_args()
-    for flag, value in (("--size", args.size), ("--repeats", args.repeats)):
+    for flag, value in (("--size", args.size), ("--repeats", args.repeats),
+                        ("--batch", args.batch)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
     if args.compile:
-        r = compile_row(args.ckpt, args.size, args.repeats)
-        print(f"{r['size']} px, batch 1: eager {r['eager_ms']:.1f} ms, compiled "
-              f"{r['compiled_ms']:.1f} ms (compiling took {r['compile_s']:.0f} s)")
+        r = compile_row(args.ckpt, args.size, args.repeats, args.batch)
+        print(f"{r['size']} px, batch {r['batch']}, model + labels: eager {r['eager_ms']:.1f} ms, "
+              f"backbone compiled {r['backbone_compiled_ms']:.1f} ms (compile "
+              f"{r['backbone_compile_s']:.0f} s), whole model compiled "
+              f"{r['whole_compiled_ms']:.1f} ms (compile {r['whole_compile_s']:.0f} s); "
+              f"backbone alone: eager {r['backbone_alone_eager_ms']:.1f} ms, compiled "
+              f"{r['backbone_alone_compiled_ms']:.1f} ms")
         return
     for r in decoder_rows(args.ckpt, args.size, args.repeats):
         print(f"{r['size']} px, built {r['built']}, run under {r['run']}: "

@@ -228,6 +228,9 @@ class EvalConfig:
     dense_input_scale: float = spec(1.0, above(0))
     # image-path VLM for the ensemble; "" = the run's model.vlm
     vlm: str = spec("", vlm_name(allow_empty=True))
+    # torch.compile the backbone for evaluate / predict / serve (Segmenter.compile_backbone):
+    # faster on CPU after a few seconds of compiling; needs a C++ compiler
+    compile_backbone: bool = False
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ class Predictor:
         ``ensemble=False`` gives the segmenter alone."""
 
         model, cfg = load_segmenter(ckpt, device)
+        if cfg.eval.compile_backbone:
+            model.compile_backbone()
         text_vlm = load_vlm_cached(vlm or cfg.model.vlm)
         image_vlm = load_vlm_cached(cfg.eval.vlm) if cfg.eval.vlm and not vlm else text_vlm
         eval_cfg = dataclasses.replace(cfg.eval, ensemble=cfg.eval.ensemble and ensemble,

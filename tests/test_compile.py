@@ -1,0 +1,45 @@
+"""``eval.compile_backbone``: the compiled backbone gives the eager model's outputs, and the
+option reaches the models that evaluate, predict and serve load."""
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from celseg.config import load_config
+from celseg.engine.predictor import Predictor
+from celseg.models.build import build_segmenter
+
+TINY = ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
+        "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
+        "model.dim_feedforward=64"]
+
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="torch.compile (inductor) needs a C++ compiler")
+
+
+@needs_compiler
+def test_compiled_backbone_matches_eager():
+    torch.manual_seed(0)
+    model = build_segmenter(load_config(None, TINY).model, 12).eval()
+    x = torch.randn(2, 3, 64, 64)
+    emb = F.normalize(torch.randn(5, 12), dim=-1)
+    with torch.no_grad():
+        eager = model(x, emb)
+        model.compile_backbone()
+        assert "forward_features" in vars(model.backbone)  # the instance's, not the class's
+        compiled = model(x, emb)
+    for key in ("pred_logits", "pred_masks"):
+        assert torch.allclose(eager[key], compiled[key], atol=1e-4), key
+
+
+def test_the_option_reaches_the_predictor(tmp_path, make_tiny_run, monkeypatch):
+    calls = []
+    monkeypatch.setattr("celseg.models.segmenter.Segmenter.compile_backbone",
+                        lambda self: calls.append(type(self).__name__))
+    Predictor.from_checkpoint(make_tiny_run(tmp_path / "plain"))
+    assert calls == []
+    Predictor.from_checkpoint(make_tiny_run(tmp_path / "compiled", "eval.compile_backbone=true"))
+    assert calls == ["Segmenter"]
