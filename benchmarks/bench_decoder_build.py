@@ -17,7 +17,7 @@ import contextlib
 import time
 
 import torch
-from bench_speed import _batch, _inference_model
+from bench_speed import _batch, _inference_model, alternating_ms
 
 from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
@@ -74,14 +74,7 @@ def compile_row(ckpt: str | None, size: int, repeats: int, batch: int = 1) -> di
            "whole_compiled_ms": lambda: path.labels(whole(x, emb), None, out),
            "backbone_alone_eager_ms": lambda: eager.backbone.forward_features(x),
            "backbone_alone_compiled_ms": lambda: part.backbone.forward_features(x)}
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for i in range(repeats + 2):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= 2:
-                times[name].append(time.perf_counter() - start)
-    row = {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
+    row = alternating_ms(fns, repeats)
     return {"size": size, "batch": batch, **row, "backbone_compile_s": backbone_s,
             "whole_compile_s": whole_s}
 

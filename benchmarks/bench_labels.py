@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
-from bench_speed import _batch, _inference_model
+from bench_speed import _batch, _inference_model, alternating_ms
 
 from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
@@ -29,18 +28,6 @@ from celseg.models.inference import (
     first_argmax,
     scores_to_labels,
 )
-
-
-def _median_ms(fns: dict, repeats: int) -> dict[str, float]:
-    """Median ms of each callable, called in alternation (two warm-up rounds)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for i in range(repeats + 2):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= 2:
-                times[name].append(time.perf_counter() - start)
-    return {k: 1000 * sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 @torch.no_grad()
@@ -60,7 +47,7 @@ def measure(ckpt: str | None, size: int, images: int, repeats: int,
         probs = class_probs(scores, out)
         if not torch.equal(probs.argmax(1), first_argmax(probs, 1)):
             raise AssertionError(f"image {i}: first_argmax differs from argmax")
-        ms = _median_ms({
+        ms = alternating_ms({
             "dense": lambda s=scores: _dense_labels(s, out, seen, calibration),
             "labels": lambda s=scores: scores_to_labels(s, out, seen, calibration),
             "argmax": lambda p=probs: p.argmax(1),

@@ -67,6 +67,19 @@ def _median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
+def alternating_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each callable (CPU), called in alternation after two warm-up rounds, so
+    that load on the machine hits every side alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(repeats + 2):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {k: 1000 * _median(v) for k, v in times.items()}
+
+
 def _shared_vlm() -> str:
     from celseg.vlm.lit import build_lit, save_lit
 
