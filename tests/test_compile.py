@@ -3,12 +3,16 @@ option reaches the models that evaluate, predict and serve load."""
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from celseg.cli import main
 from celseg.config import load_config
 from celseg.engine.predictor import Predictor
+from celseg.errors import CelsegError
 from celseg.models.build import build_segmenter
 
 TINY = ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
@@ -39,7 +43,35 @@ def test_the_option_reaches_the_predictor(tmp_path, make_tiny_run, monkeypatch):
     calls = []
     monkeypatch.setattr("celseg.models.segmenter.Segmenter.compile_backbone",
                         lambda self: calls.append(type(self).__name__))
-    Predictor.from_checkpoint(make_tiny_run(tmp_path / "plain"))
+    plain = make_tiny_run(tmp_path / "plain")
+    compiled = make_tiny_run(tmp_path / "compiled", "eval.compile_backbone=true")
+    Predictor.from_checkpoint(plain)
     assert calls == []
-    Predictor.from_checkpoint(make_tiny_run(tmp_path / "compiled", "eval.compile_backbone=true"))
+    Predictor.from_checkpoint(compiled)
     assert calls == ["Segmenter"]
+    Predictor.from_checkpoint(compiled, compile_backbone=False)  # the argument overrides
+    Predictor.from_checkpoint(plain, compile_backbone=True)
+    assert calls == ["Segmenter", "Segmenter"]
+
+
+def test_predict_compile_backbone_flag(tmp_path, make_tiny_run, monkeypatch):
+    monkeypatch.setenv("CELSEG_CACHE", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setattr("celseg.models.segmenter.Segmenter.compile_backbone",
+                        lambda self: calls.append(True))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 48, 3), dtype=np.uint8)).save(image)
+    run = make_tiny_run(tmp_path / "run")
+    for flags, expected in (([], []), (["--compile-backbone"], [True])):
+        calls.clear()
+        assert main(["predict", "--ckpt", str(run), "--classes", "cat,dog", "--device", "cpu",
+                     "--out", str(tmp_path / "pred"), "--overwrite", *flags, str(image)]) == 0
+        assert calls == expected
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    model = build_segmenter(load_config(None, TINY).model, 12).eval()
+    with pytest.raises(CelsegError, match="needs a C\\+\\+ compiler"):
+        model.compile_backbone()
+    assert "forward_features" not in vars(model.backbone)  # nothing was changed

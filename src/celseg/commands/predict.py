@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "VLM's mask-pooled image features (used by default when the VLM "
                              "has an image tower)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--compile-backbone", action="store_true",
+                        help="torch.compile the backbone (faster on CPU after a few seconds of "
+                             "compiling; needs a C++ compiler; eval.compile_backbone)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing files in --out that celseg did not write (inputs "
                              "are never replaced)")
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     check_inputs_and_outputs(args)  # before any model is loaded
     device = resolve_device(args.device)
     predictor = Predictor.from_checkpoint(args.ckpt, device, vlm=args.vlm,
-                                          ensemble=not args.no_ensemble)
+                                          ensemble=not args.no_ensemble,
+                                          compile_backbone=args.compile_backbone or None)
     written = predict_images(predictor, args.images, names, args.out, max_size=args.max_size)
     print(f"wrote {len(written)} label PNGs and overlays to {args.out} "
           f"(protocol: {predictor.protocol})")

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the segmenter alone: skip the out-of-vocabulary ensemble with the "
                              "VLM's mask-pooled image features")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--compile-backbone", action="store_true",
+                        help="torch.compile the backbone (faster on CPU after a few seconds of "
+                             "compiling; needs a C++ compiler; eval.compile_backbone)")
     parser.add_argument("--max-bytes", type=int, default=DEFAULTS.max_bytes,
                         help=f"largest upload in bytes (default {DEFAULTS.max_bytes:,})")
     parser.add_argument("--max-pixels", type=int, default=DEFAULTS.max_pixels,
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from celseg.serve.app import is_loopback, run_examples, serve
 
     predictor = Predictor.from_checkpoint(args.ckpt, resolve_device(args.device), vlm=args.vlm,
-                                          ensemble=not args.no_ensemble)
+                                          ensemble=not args.no_ensemble,
+                                          compile_backbone=args.compile_backbone or None)
     if not is_loopback(args.host):
         print(f"warning: --host {args.host} makes the page reachable from other machines")
     serve(predictor, limits, run_examples(args.ckpt, args.examples), args.host, args.port,

@@ -78,12 +78,14 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, device: str | torch.device = "cpu",
                         vlm: str | None = None, ensemble: bool = True,
-                        cache_dir: str | Path | None = None) -> Predictor:
+                        cache_dir: str | Path | None = None,
+                        compile_backbone: bool | None = None) -> Predictor:
         """Load a run; ``vlm`` overrides its model.vlm (text space and image path);
-        ``ensemble=False`` gives the segmenter alone."""
+        ``ensemble=False`` gives the segmenter alone; ``compile_backbone`` overrides the run's
+        ``eval.compile_backbone`` (None: keep it)."""
 
         model, cfg = load_segmenter(ckpt, device)
-        if cfg.eval.compile_backbone:
+        if cfg.eval.compile_backbone if compile_backbone is None else compile_backbone:
             model.compile_backbone()
         text_vlm = load_vlm_cached(vlm or cfg.model.vlm)
         image_vlm = load_vlm_cached(cfg.eval.vlm) if cfg.eval.vlm and not vlm else text_vlm

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import torch
 from torch import nn
 
+from celseg.errors import CelsegError
 from celseg.models.classifier import TextClassifier
 
 
@@ -55,6 +59,12 @@ class Segmenter(nn.Module):
         (``eval.compile_backbone``). On CPU it makes EfficientNet-Lite0 about 1.4x faster at
         128 px after a few seconds of compiling, while compiling the head gains nothing
         (benchmarks/bench_decoder_build.py --compile); it needs a C++ compiler."""
+        on_cpu = next(self.parameters()).device.type == "cpu"
+        if on_cpu and not any(shutil.which(c) for c in (os.environ.get("CXX"), "c++", "g++",
+                                                        "clang++") if c):
+            raise CelsegError("eval.compile_backbone (--compile-backbone) needs a C++ compiler "
+                              "for torch.compile on CPU, and none was found on PATH (c++, g++, "
+                              "clang++ or $CXX); install one or leave the option off")
         name = "forward_shared" if self.vlm_tower_is_shared else "forward_features"
         setattr(self.backbone, name, torch.compile(getattr(self.backbone, name)))
 
