@@ -231,6 +231,9 @@ class EvalConfig:
     # torch.compile the backbone for evaluate / predict / serve (Segmenter.compile_backbone):
     # faster on CPU after a few seconds of compiling; needs a C++ compiler
     compile_backbone: bool = False
+    # the head through frozen TorchScript traces, one per input shape seen twice
+    # (celseg.models.traced_head): bit-identical outputs, faster on CPU; false = always eager
+    trace_head: bool = True
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ def evaluate_checkpoint(ckpt: str | Path, config: str | None = None,
     if config:
         cfg = overlay_eval_config(cfg, config)
     cfg: Config = apply_overrides(cfg, overrides)  # validated once, after the last one
+    model.set_tracing(cfg.eval.trace_head)
     if cfg.eval.compile_backbone:
         model.compile_backbone()
     data = dataclasses.replace(cfg.data, root=data_root or cfg.data.root)

@@ -85,6 +85,7 @@ class Predictor:
         ``eval.compile_backbone`` (None: keep it)."""
 
         model, cfg = load_segmenter(ckpt, device)
+        model.set_tracing(cfg.eval.trace_head)
         if cfg.eval.compile_backbone if compile_backbone is None else compile_backbone:
             model.compile_backbone()
         text_vlm = load_vlm_cached(vlm or cfg.model.vlm)

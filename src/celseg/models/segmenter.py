@@ -10,6 +10,7 @@ from torch import nn
 
 from celseg.errors import CelsegError
 from celseg.models.classifier import TextClassifier
+from celseg.models.traced_head import TracedHead
 
 
 class Segmenter(nn.Module):
@@ -44,6 +45,13 @@ class Segmenter(nn.Module):
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
         self.classifier = classifier
+        # inference through frozen traces (celseg.models.traced_head); None: always eager
+        self.traced_head: TracedHead | None = TracedHead(pixel_decoder, transformer_decoder)
+
+    def set_tracing(self, enabled: bool) -> None:
+        """Run the head at inference through frozen traces (``eval.trace_head``) or eagerly."""
+        self.traced_head = (TracedHead(self.pixel_decoder, self.transformer_decoder)
+                            if enabled else None)
 
     @property
     def has_background(self) -> bool:
@@ -74,8 +82,10 @@ class Segmenter(nn.Module):
             feats, vlm_dense = self.backbone.forward_shared(images)
         else:
             feats = self.backbone.forward_features(images)
-        mask_features, memory = self.pixel_decoder(feats)
-        preds = self.transformer_decoder(memory, mask_features, all_predictions=self.training)
+        preds = None if self.traced_head is None else self.traced_head(feats)
+        if preds is None:
+            mask_features, memory = self.pixel_decoder(feats)
+            preds = self.transformer_decoder(memory, mask_features, all_predictions=self.training)
         outs = []
         for p in preds:
             logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)

@@ -1,0 +1,63 @@
+"""The head (pixel decoder and transformer decoder) eager against its frozen trace
+(:mod:`celseg.models.traced_head`, the default at inference), timed in alternation.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_traced_head.py [--ckpt RUN] [--out FILE.json]
+
+At 128 px batch 1, 128 px batch 16 (the evaluation's) and 512 px batch 1, on rendered benchmark
+images; the two outputs are compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from bench_speed import _batch, _inference_model, alternating_ms
+
+from celseg.models.traced_head import TracedHead
+
+SETTINGS = ((128, 1), (128, 16), (512, 1))
+
+
+@torch.no_grad()
+def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
+    dev = torch.device("cpu")
+    model, _, _ = _inference_model(dev, ckpt)
+    rows = []
+    for size, batch in settings:
+        feats = model.backbone.forward_features(_batch(0, batch, size)[0])
+        traced = TracedHead(model.pixel_decoder, model.transformer_decoder, after=1)
+
+        def eager(feats=feats):
+            mask_features, memory = model.pixel_decoder(feats)
+            return model.transformer_decoder(memory, mask_features, all_predictions=False)
+
+        a, b = eager()[-1], traced(feats)[-1]
+        same = all(torch.equal(a[k], b[k]) for k in ("class_feat", "pred_masks"))
+        ms = alternating_ms({"eager": eager, "traced": lambda t=traced, f=feats: t(f)}, repeats)
+        rows.append({"size": size, "batch": batch, "weights": "trained" if ckpt else "random",
+                     "bit_identical": same, "eager_ms": ms["eager"], "traced_ms": ms["traced"]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", default=None, help="a trained run folder (else random weights)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    rows = measure(args.ckpt, args.repeats)
+    for r in rows:
+        print(f"{r['size']} px, batch {r['batch']}, {r['weights']} weights: head eager "
+              f"{r['eager_ms']:.2f} ms, traced {r['traced_ms']:.2f} ms "
+              f"({r['traced_ms'] / r['eager_ms']:.2f}x), bit-identical: {r['bit_identical']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

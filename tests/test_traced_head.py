@@ -1,0 +1,119 @@
+"""The head through frozen traces (celseg.models.traced_head) gives the eager head's outputs
+bit for bit, only where it may be used, and never with stale weights."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from celseg.config import ModelConfig
+from celseg.engine.predictor import Predictor
+from celseg.models.build import build_segmenter
+
+TINY = ModelConfig(pretrained=False, hidden_dim=32, mask_dim=32, num_queries=5, dec_layers=3,
+                   nheads=2, dim_feedforward=64)
+KEYS = ("pred_logits", "pred_masks", "class_embed")
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return build_segmenter(dataclasses.replace(TINY, **kw), 12).eval()
+
+
+def _eager(model, x, emb):
+    traced, model.traced_head = model.traced_head, None
+    try:
+        return model(x, emb)
+    finally:
+        model.traced_head = traced
+
+
+@pytest.mark.parametrize("conv", ["pointwise", "full"])
+def test_traced_outputs_are_bit_identical(conv):
+    model = _model(pixel_decoder_conv=conv)
+    emb = F.normalize(torch.randn(4, 12), dim=-1)
+    with torch.no_grad():
+        for shape in ((1, 3, 64, 64), (2, 3, 96, 64)):
+            x = torch.randn(*shape)
+            first, second = model(x, emb), model(x, emb)  # traced on the second call
+            eager = _eager(model, x, emb)
+            for key in KEYS:
+                assert torch.equal(first[key], eager[key]) and torch.equal(second[key], eager[key])
+    assert len(model.traced_head.traces) == 2
+    assert not any("traced" in k for k in model.state_dict())  # registered once, as before
+
+
+def test_traced_only_after_a_shape_repeats_and_only_at_inference():
+    model = _model()
+    emb = F.normalize(torch.randn(4, 12), dim=-1)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x, emb)
+        assert model.traced_head.traces == {}  # seen once: eager
+        with torch.inference_mode():
+            model(x, emb)
+            model(x, emb)
+        assert model.traced_head.traces == {}  # inference-mode tensors are never captured
+    model(x, emb)
+    model(x, emb)
+    assert model.traced_head.traces == {}  # autograd on: eager
+    model.train()
+    with torch.no_grad():
+        model(x, emb)
+        model(x, emb)
+    assert model.traced_head.traces == {}  # training mode: eager
+    model.eval()
+    with torch.no_grad():
+        model(x, emb)
+    assert len(model.traced_head.traces) == 1
+
+
+def test_new_weights_are_never_run_through_a_stale_trace():
+    model = _model()
+    emb = F.normalize(torch.randn(4, 12), dim=-1)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x, emb)
+        before = model(x, emb)["pred_masks"]
+        for p in model.transformer_decoder.parameters():
+            p.add_(0.05)  # as an optimizer step or load_state_dict would
+        after = model(x, emb)["pred_masks"]
+        after = model(x, emb)["pred_masks"]  # traced again for the new weights
+        assert not torch.equal(before, after)
+        assert torch.equal(after, _eager(model, x, emb)["pred_masks"])
+
+
+def test_at_most_max_shapes_are_kept():
+    model = _model()
+    model.traced_head.max_shapes = 2
+    emb = F.normalize(torch.randn(4, 12), dim=-1)
+    with torch.no_grad():
+        for size in (32, 64, 96):
+            x = torch.randn(1, 3, size, size)
+            model(x, emb)
+            model(x, emb)
+    assert len(model.traced_head.traces) == 2
+
+
+def test_eval_trace_head_false_runs_eagerly(tmp_path, make_tiny_run):
+    assert Predictor.from_checkpoint(make_tiny_run(tmp_path / "a")).model.traced_head is not None
+    off = make_tiny_run(tmp_path / "b", "eval.trace_head=false")
+    assert Predictor.from_checkpoint(off).model.traced_head is None
+
+
+def test_a_failing_trace_leaves_the_head_eager(monkeypatch):
+    model = _model()
+    emb = F.normalize(torch.randn(4, 12), dim=-1)
+    x = torch.randn(1, 3, 64, 64)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    with torch.no_grad():
+        model(x, emb)
+        with pytest.warns(UserWarning, match="could not be traced.*no TorchScript here"):
+            out = model(x, emb)
+        assert torch.equal(out["pred_masks"], _eager(model, x, emb)["pred_masks"])
+        model(x, emb)  # no second attempt for the same shape
