@@ -117,3 +117,21 @@ def test_a_failing_trace_leaves_the_head_eager(monkeypatch):
             out = model(x, emb)
         assert torch.equal(out["pred_masks"], _eager(model, x, emb)["pred_masks"])
         model(x, emb)  # no second attempt for the same shape
+
+
+def test_copies_and_pickles_leave_the_traces_out(tmp_path):
+    import copy
+
+    model = _model()
+    emb = F.normalize(torch.randn(4, 12), dim=-1)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x, emb)
+        model(x, emb)
+        assert len(model.traced_head.traces) == 1
+        twin = copy.deepcopy(model)
+        assert twin.traced_head.traces == {} and len(model.traced_head.traces) == 1
+        assert twin.traced_head.head.pixel_decoder is twin.pixel_decoder  # the copy's own
+        torch.save(model, tmp_path / "model.pt")  # the whole module, traces left out
+        loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+        assert torch.equal(loaded(x, emb)["pred_masks"], model(x, emb)["pred_masks"])

@@ -65,6 +65,13 @@ class TracedHead:
         self.seen: Counter = Counter()
         self.traces: dict[tuple, torch.jit.ScriptModule] = {}
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles (``copy.deepcopy``, ``torch.save`` of the whole model) leave the
+        traces out: they are a cache, and frozen traces cannot be pickled."""
+        state = dict(self.__dict__)
+        state["seen"], state["traces"] = Counter(), {}
+        return state
+
     def usable(self) -> bool:
         """Inference without autograd and outside inference mode (whose tensors a trace must
         not capture), with the head in eval mode."""
