@@ -23,16 +23,6 @@ from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 2):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times = sorted(times[2:])
-    return 1000 * times[len(times) // 2]
-
-
 def decoder_rows(ckpt: str | None, size: int, repeats: int) -> list[dict]:
     dev = torch.device("cpu")
     x = _batch(0, 1, size)[0]
@@ -44,8 +34,9 @@ def decoder_rows(ckpt: str | None, size: int, repeats: int) -> list[dict]:
         for run in ("no_grad", "inference_mode"):
             with torch.no_grad() if run == "no_grad" else torch.inference_mode():
                 mask_features, memory = model.pixel_decoder(model.backbone.forward_features(x))
-                ms = _median_ms(lambda m=model, mf=mask_features, me=memory:
-                                m.transformer_decoder(me, mf, all_predictions=False), repeats)
+                ms = alternating_ms({"decoder": lambda m=model, mf=mask_features, me=memory:
+                                     m.transformer_decoder(me, mf, all_predictions=False)},
+                                    repeats)["decoder"]
             rows.append({"size": size, "built": build, "run": run, "decoder_ms": ms})
     return rows
 
