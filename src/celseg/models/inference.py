@@ -189,6 +189,14 @@ def _corners_agree(m: Tensor, same, below: Tensor, beside: Tensor) -> Tensor:
             & same(corner, under[:, :, beside]))
 
 
+def _corner_scores(scores: Tensor, bb: Tensor, top: Tensor, bottom: Tensor, left: Tensor,
+             right: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The (N,C) class scores of (B,C,h,w) ``scores`` at N cells' four corners: top-left,
+    top-right, bottom-left, bottom-right (image bb, rows top / bottom, columns left / right)."""
+    return (scores[bb, :, top, left], scores[bb, :, top, right], scores[bb, :, bottom, left],
+            scores[bb, :, bottom, right])
+
+
 def _bilinear(v00: Tensor, v01: Tensor, v10: Tensor, v11: Tensor, wy: Tensor,
               wx: Tensor) -> Tensor:
     """The bilinear blend of four taps (top-left, top-right, bottom-left, bottom-right) with
@@ -216,10 +224,8 @@ def _labels_by_pixel(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple
     if bb.numel() > DENSE_SHARE * labels.numel():
         return None
     if bb.numel():
-        top, bottom, left, right = y0[yy], below[y0[yy]], x0[xx], beside[x0[xx]]
-        labels[bb, yy, xx] = exact(_bilinear(
-            scores[bb, :, top, left], scores[bb, :, top, right], scores[bb, :, bottom, left],
-            scores[bb, :, bottom, right], ly[yy, None], lx[xx, None]))
+        taps = _corner_scores(scores, bb, y0[yy], below[y0[yy]], x0[xx], beside[x0[xx]])
+        labels[bb, yy, xx] = exact(_bilinear(*taps, ly[yy, None], lx[xx, None]))
     return labels
 
 
@@ -249,9 +255,8 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
     blocks = torch.where(cell, padded[:, :-1, :-1], -1)[:, :, None, :, None]
     blocks = blocks.expand(b, h + 1, ry, w + 1, rx).contiguous()
     if bb.numel():
-        top, bottom, left, right = rows[jj], rows[jj + 1], cols[kk], cols[kk + 1]
-        corners = torch.stack([scores[bb, :, top, left], scores[bb, :, top, right],
-                               scores[bb, :, bottom, left], scores[bb, :, bottom, right]])
+        corners = torch.stack(_corner_scores(scores, bb, rows[jj], rows[jj + 1], cols[kk],
+                                       cols[kk + 1]))  # (4,M,C)
         wy, wx = _block_weights(ry, h, size[0]), _block_weights(rx, w, size[1])
         weights = torch.stack([(1 - wy)[:, None] * (1 - wx), (1 - wy)[:, None] * wx,
                                wy[:, None] * (1 - wx), wy[:, None] * wx], -1)  # (ry,rx,4)

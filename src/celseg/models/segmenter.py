@@ -45,11 +45,12 @@ class Segmenter(nn.Module):
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
         self.classifier = classifier
-        # inference through frozen traces (celseg.models.traced_head); None: always eager
-        self.traced_head: TracedHead | None = TracedHead(pixel_decoder, transformer_decoder)
+        self.traced_head: TracedHead | None = None
+        self.set_tracing(True)
 
     def set_tracing(self, enabled: bool) -> None:
-        """Run the head at inference through frozen traces (``eval.trace_head``) or eagerly."""
+        """Run the head at inference through frozen traces (``eval.trace_head``, the default;
+        :mod:`celseg.models.traced_head`) or eagerly (``traced_head`` None)."""
         self.traced_head = (TracedHead(self.pixel_decoder, self.transformer_decoder)
                             if enabled else None)
 
