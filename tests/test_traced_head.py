@@ -21,6 +21,11 @@ def _model(**kw):
     return build_segmenter(dataclasses.replace(TINY, **kw), 12).eval()
 
 
+def _case():
+    """A tiny model in eval mode, a 4-name vocabulary and one 64 px image."""
+    return _model(), F.normalize(torch.randn(4, 12), dim=-1), torch.randn(1, 3, 64, 64)
+
+
 def _eager(model, x, emb):
     traced, model.traced_head = model.traced_head, None
     try:
@@ -45,9 +50,7 @@ def test_traced_outputs_are_bit_identical(conv):
 
 
 def test_traced_only_after_a_shape_repeats_and_only_at_inference():
-    model = _model()
-    emb = F.normalize(torch.randn(4, 12), dim=-1)
-    x = torch.randn(1, 3, 64, 64)
+    model, emb, x = _case()
     with torch.no_grad():
         model(x, emb)
         assert model.traced_head.traces == {}  # seen once: eager
@@ -70,9 +73,7 @@ def test_traced_only_after_a_shape_repeats_and_only_at_inference():
 
 
 def test_new_weights_are_never_run_through_a_stale_trace():
-    model = _model()
-    emb = F.normalize(torch.randn(4, 12), dim=-1)
-    x = torch.randn(1, 3, 64, 64)
+    model, emb, x = _case()
     with torch.no_grad():
         model(x, emb)
         before = model(x, emb)["pred_masks"]
@@ -103,9 +104,7 @@ def test_eval_trace_head_false_runs_eagerly(tmp_path, make_tiny_run):
 
 
 def test_a_failing_trace_leaves_the_head_eager(monkeypatch):
-    model = _model()
-    emb = F.normalize(torch.randn(4, 12), dim=-1)
-    x = torch.randn(1, 3, 64, 64)
+    model, emb, x = _case()
 
     def broken(*args, **kwargs):
         raise RuntimeError("no TorchScript here")
@@ -122,9 +121,7 @@ def test_a_failing_trace_leaves_the_head_eager(monkeypatch):
 def test_copies_and_pickles_leave_the_traces_out(tmp_path):
     import copy
 
-    model = _model()
-    emb = F.normalize(torch.randn(4, 12), dim=-1)
-    x = torch.randn(1, 3, 64, 64)
+    model, emb, x = _case()
     with torch.no_grad():
         model(x, emb)
         model(x, emb)
