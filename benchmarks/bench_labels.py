@@ -8,7 +8,8 @@ alternation on the scores of real predictions.
 resolution, boundary pixels resized exactly over their candidate classes). Both must give the
 same labels (checked). Also ``argmax`` against :func:`first_argmax` on the resized map. With
 ``--ckpt`` the scores are a trained run's on rendered benchmark images (batch 1), else the
-default model's with random weights (many boundaries).
+default model's with random weights (many boundaries); ``--random-scores``: uniform noise, where
+every cell is a boundary.
 """
 
 from __future__ import annotations
@@ -32,15 +33,18 @@ from celseg.models.inference import (
 
 @torch.no_grad()
 def measure(ckpt: str | None, size: int, images: int, repeats: int,
-            calibration: float) -> list[dict]:
+            calibration: float, random_scores: bool = False) -> list[dict]:
     dev = torch.device("cpu")
     model, emb, names = _inference_model(dev, ckpt)
     path = build_inference(model, EvalConfig(ensemble=False), names, names[:18], [], None, dev)
     seen = list(range(18)) if calibration else None
     rows, out = [], (size, size)
     for i in range(images):
-        x = _batch(i, 1, size)[0]
-        scores = path.scores(model(x, emb))["segmenter"]
+        if random_scores:  # every cell a boundary: the cell route's worst case
+            g = torch.Generator().manual_seed(i)
+            scores = torch.rand(1, len(names), size // 4, size // 4, generator=g)
+        else:
+            scores = path.scores(model(_batch(i, 1, size)[0], emb))["segmenter"]
         fast = scores_to_labels(scores, out, seen, calibration)
         if not torch.equal(fast, _dense_labels(scores, out, seen, calibration)):
             raise AssertionError(f"image {i}: the labels differ from the reference route")
@@ -54,7 +58,8 @@ def measure(ckpt: str | None, size: int, images: int, repeats: int,
             "first_argmax": lambda p=probs: first_argmax(p, 1),
         }, repeats)
         rows.append({"image": i, "size": size, "calibration": calibration,
-                     "weights": "trained" if ckpt else "random",
+                     "weights": "no (uniform-noise scores)" if random_scores else
+                     "trained" if ckpt else "random",
                      **{f"{k}_ms": v for k, v in ms.items()}})
     return rows
 
@@ -67,13 +72,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats (median)")
     parser.add_argument("--calibration", type=float, default=0.0,
                         help="seen-class calibration (the first 18 names seen)")
+    parser.add_argument("--random-scores", action="store_true",
+                        help="uniform noise as the scores (every cell a boundary)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     for flag, value in (("--size", args.size), ("--images", args.images),
                         ("--repeats", args.repeats)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
-    rows = measure(args.ckpt, args.size, args.images, args.repeats, args.calibration)
+    rows = measure(args.ckpt, args.size, args.images, args.repeats, args.calibration,
+                   args.random_scores)
     for r in rows:
         print(f"image {r['image']}, {r['size']} px, {r['weights']} weights: dense "
               f"{r['dense_ms']:.1f} ms, labels {r['labels_ms']:.1f} ms; argmax "

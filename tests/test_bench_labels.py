@@ -14,3 +14,9 @@ def test_both_routes_agree_and_are_timed():
         assert row["calibration"] == calibration
         assert all(row[k] > 0 for k in ("dense_ms", "labels_ms", "argmax_ms",
                                          "first_argmax_ms"))
+
+
+def test_random_scores_are_the_worst_case_and_still_agree():
+    [row] = bench_labels.measure(None, 64, images=1, repeats=1, calibration=0.2,
+                                 random_scores=True)
+    assert row["weights"] == "no (uniform-noise scores)" and row["labels_ms"] > 0

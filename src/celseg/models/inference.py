@@ -135,7 +135,7 @@ def class_probs(scores: Tensor, out_size: tuple[int, int]) -> Tensor:
 
 def first_argmax(x: Tensor, dim: int) -> Tensor:
     """``x.argmax(dim)``: the index of the first maximum. ``max(dim).indices`` has the same tie
-    rule and is 3-5x faster on CPU (torch 2.13; benchmarks/bench_labels.py)."""
+    rule and is 4-6x faster on CPU (torch 2.13; benchmarks/bench_labels.py)."""
     return x.max(dim).indices
 
 
@@ -236,10 +236,11 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
     With the map's edge rows and columns repeated once on each side (which is what the clamp of
     the bilinear resize does), every output pixel falls in one of (h+1) x (w+1) cells, each
     covering an ry x rx block at the same weights. A uniform cell fills its block; the blocks
-    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners. Even
-    when every cell is a boundary (random weights) this costs no more than resizing the whole
-    map (0.6x without calibration, 1.07x with it: benchmarks/bench_labels.py), so it never
-    falls back to that.
+    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners. It
+    never falls back to resizing the whole map: even when every cell is a boundary it costs
+    0.75-0.77x that without calibration; with calibration, whose normalisation the boundary
+    pixels need, 1.0-1.5x (``benchmarks/bench_labels.py --random-scores``), while trained
+    models' 13-28 % boundary cells make it 3-6x cheaper (docs/bench_labels_cpu.json).
     """
     b, c, h, w = scores.shape
     ry, rx = size[0] // h, size[1] // w
