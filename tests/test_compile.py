@@ -1,8 +1,6 @@
 """``eval.compile_backbone``: the compiled backbone gives the eager model's outputs, and the
 option reaches the models that evaluate, predict and serve load."""
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -14,14 +12,14 @@ from celseg.config import load_config
 from celseg.engine.predictor import Predictor
 from celseg.errors import CelsegError
 from celseg.models.build import build_segmenter
+from celseg.models.segmenter import has_cxx_compiler
 
 TINY = ["model.pretrained=false", "model.hidden_dim=32", "model.mask_dim=32",
         "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
         "model.dim_feedforward=64"]
 
-needs_compiler = pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
-    reason="torch.compile (inductor) needs a C++ compiler")
+needs_compiler = pytest.mark.skipif(not has_cxx_compiler(),
+                                    reason="torch.compile (inductor) needs a C++ compiler")
 
 
 @needs_compiler

@@ -13,6 +13,11 @@ from celseg.models.classifier import TextClassifier
 from celseg.models.traced_head import TracedHead
 
 
+def has_cxx_compiler() -> bool:
+    """A C++ compiler on PATH ($CXX, c++, g++ or clang++), which torch.compile needs on CPU."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX"), "c++", "g++", "clang++") if c)
+
+
 class Segmenter(nn.Module):
     """Backbone -> pixel decoder -> transformer decoder -> text classifier.
 
@@ -69,8 +74,7 @@ class Segmenter(nn.Module):
         (15.2 -> 9.6 ms) after a few seconds of compiling, while compiling the head gains nothing
         (benchmarks/bench_decoder_build.py --compile); it needs a C++ compiler."""
         on_cpu = next(self.parameters()).device.type == "cpu"
-        if on_cpu and not any(shutil.which(c) for c in (os.environ.get("CXX"), "c++", "g++",
-                                                        "clang++") if c):
+        if on_cpu and not has_cxx_compiler():
             raise CelsegError("eval.compile_backbone (--compile-backbone) needs a C++ compiler "
                               "for torch.compile on CPU, and none was found on PATH (c++, g++, "
                               "clang++ or $CXX); install one or leave the option off")
