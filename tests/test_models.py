@@ -237,3 +237,21 @@ def test_factored_mask_features_equal_the_dense_projection():
     assert torch.allclose(factored.logits(embed), reference, atol=1e-5)
     assert not torch.allclose(MaskFeatures(fine, proj=proj).logits(embed), reference, atol=1e-2)
     assert torch.equal(MaskFeatures(dense).logits(embed), reference)
+
+
+@pytest.mark.parametrize("size", [(4, 4), (8, 8), (16, 16), (5, 3), (20, 28), (23, 31)])
+def test_resized_logits_equal_resizing_the_logits(size):
+    """The decoder's attention masks read the logits at each level's size; computed on the rows
+    that bilinear resize reads, they equal F.interpolate of the whole map, for the factored,
+    projected and plain features, at integer and other factors, down and up."""
+    torch.manual_seed(1)
+    proj = torch.nn.Conv2d(12, 8, 1)
+    fine, coarse = torch.randn(2, 12, 20, 28), torch.randn(2, 12, 10, 14)
+    embed = torch.randn(2, 5, 8)
+    for features in (MaskFeatures(fine, coarse=coarse, proj=proj), MaskFeatures(fine, proj=proj),
+                     MaskFeatures(fine[:, :8]), MaskFeatures(fine[:, :8], coarse=coarse[:, :8])):
+        full = features.logits(embed)
+        reference = F.interpolate(full, size=size, mode="bilinear", align_corners=False)
+        resized = features.resized_logits(embed, size)
+        assert resized.shape == reference.shape
+        assert torch.allclose(resized, reference, atol=1e-5 * full.abs().max().item())

@@ -23,6 +23,7 @@ from celseg.losses.targets import build_vocab_lut, labels_to_targets
 from celseg.models import inference
 from celseg.models.build import build_segmenter
 from celseg.models.inference import calibrate, class_probs, scores_to_labels
+from celseg.models.mask_features import MaskFeatures
 from celseg.models.transformer_decoder import TransformerDecoder
 
 
@@ -157,12 +158,14 @@ def test_decoder_inference_path_equals_the_final_training_prediction():
     decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=4,
                                  nheads=4, dim_feedforward=64).eval()
     memory = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
-    mask_features = torch.randn(2, 16, 32, 32)
-    train_path = decoder(memory, mask_features, all_predictions=True)
-    infer_path = decoder(memory, mask_features, all_predictions=False)
-    assert len(train_path) == 5 and len(infer_path) == 1
-    for key in ("pred_masks", "class_feat"):
-        assert torch.allclose(infer_path[0][key], train_path[-1][key], atol=1e-4)
+    factored = MaskFeatures(torch.randn(2, 24, 32, 32), torch.randn(2, 24, 16, 16),
+                            torch.nn.Conv2d(24, 16, 1))  # as the `pointwise` decoder has it
+    for mask_features in (torch.randn(2, 16, 32, 32), factored):
+        train_path = decoder(memory, mask_features, all_predictions=True)
+        infer_path = decoder(memory, mask_features, all_predictions=False)  # level-size masks
+        assert len(train_path) == 5 and len(infer_path) == 1
+        for key in ("pred_masks", "class_feat"):
+            assert torch.allclose(infer_path[0][key], train_path[-1][key], atol=1e-4)
 
 
 def test_eval_mode_outputs_have_no_auxiliary_predictions():
