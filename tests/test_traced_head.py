@@ -49,6 +49,20 @@ def test_traced_outputs_are_bit_identical(conv):
     assert not any("traced" in k for k in model.state_dict())  # registered once, as before
 
 
+def test_a_trace_holds_its_resize_plans_as_constants():
+    """The attention masks' resize weights (MaskFeatures.resized_logits) are built once per
+    size; a trace must take them as constants, not record how they were built (which it would
+    then repeat on every call)."""
+    model, emb, x = _case()
+    with torch.no_grad():
+        model(x, emb)
+        model(x, emb)
+    (trace,) = model.traced_head.traces.values()
+    graph = str(trace.graph)
+    assert "aten::index_select" in graph  # the rows the resize reads are gathered
+    assert "aten::eye" not in graph and "aten::upsample_linear1d" not in graph
+
+
 def test_traced_only_after_a_shape_repeats_and_only_at_inference():
     model, emb, x = _case()
     with torch.no_grad():

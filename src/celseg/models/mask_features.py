@@ -127,8 +127,9 @@ class MaskFeatures:
         coarse = (0, 0) if self.coarse is None else tuple(self.coarse.shape[-2:])
         dev, dt = embed.device, embed.dtype
         # whole rows are gathered (a contiguous copy); the columns are resized as a product
-        ys = _axis(self.size[0], coarse[0], size[0], dev, dt)
-        xs = _axis(self.size[1], coarse[1], size[1], dev, dt)
+        # int(): a trace sees sizes as tensors; its plan must be a constant (a cache hit)
+        ys, xs = (_axis(int(self.size[i]), int(coarse[i]), int(size[i]), dev, dt)
+                  for i in (0, 1))
         out = ys.weights @ _row_logits(embed, self.fine, ys.rows) @ xs.full.T
         if self.coarse is not None:
             part = _row_logits(embed, self.coarse, ys.coarse_rows)
