@@ -53,9 +53,12 @@ def test_labels_equal_the_full_resolution_argmax(shape, size, calibration, dense
 
 
 @pytest.mark.parametrize("factor", [(4, 4), (3, 2), (1, 5)])
-def test_labels_by_cell_on_many_boundaries(factor):
+@pytest.mark.parametrize("share", [1.0, inference.CALIBRATED_CELL_SHARE])
+def test_labels_by_cell_on_many_boundaries(factor, share, monkeypatch):
     """Maps of many nearly tied classes: most cells are boundaries, and every boundary pixel's
-    label must still equal the full path's (the integer-factor route, blended and calibrated)."""
+    label must still equal the full path's (the integer-factor route, blended and calibrated;
+    at the default share, calibrated maps take the whole-map route)."""
+    monkeypatch.setattr(inference, "CALIBRATED_CELL_SHARE", share)
     g = torch.Generator().manual_seed(sum(factor))
     for _ in range(10):
         scores = 1 + 0.05 * torch.rand(2, 6, 12, 10, generator=g)
@@ -63,6 +66,24 @@ def test_labels_by_cell_on_many_boundaries(factor):
         for calibration in (0.0, 0.01):
             got = scores_to_labels(scores, size, [1, 3], calibration)
             assert torch.equal(got, _full_path(scores, size, [1, 3], calibration))
+
+
+def test_calibrated_labels_resize_the_whole_map_when_most_cells_are_boundaries(monkeypatch):
+    """With calibration the cell route costs more than the whole map when nearly every cell is
+    a boundary (bench_labels.py --random-scores --calibration 0.1), so above
+    CALIBRATED_CELL_SHARE it hands over; without calibration, or on a smooth map, it does not."""
+    calls = []
+    dense = inference._dense_labels
+    monkeypatch.setattr(inference, "_dense_labels", lambda *a: calls.append(1) or dense(*a))
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.rand(1, 6, 16, 16, generator=g)
+    smooth = F.interpolate(torch.rand(1, 6, 2, 2, generator=g), size=(16, 16), mode="bilinear",
+                           align_corners=False)
+    for scores, calibration, expected in ((noisy, 0.1, 1), (noisy, 0.0, 0), (smooth, 0.1, 0)):
+        calls.clear()
+        got = scores_to_labels(scores, (64, 64), [0, 1], calibration)
+        assert len(calls) == expected, (calibration, expected)
+        assert torch.equal(got, _full_path(scores, (64, 64), [0, 1], calibration))
 
 
 def _planted_case(size=128, k=5, queries=12, seed=0):

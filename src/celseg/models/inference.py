@@ -41,6 +41,10 @@ POOLINGS = ("soft", "binary")
 # scores_to_labels resizes the whole map when more than this share of pixels are boundaries
 # (at output sizes that are not integer multiples of the scores')
 DENSE_SHARE = 0.25
+# ... and, at integer multiples with calibration (whose normalisation every boundary pixel
+# needs), when more than this share of the cells are boundaries: with every cell a boundary the
+# cell route then costs 1.0-1.5x the whole map, at half of them about half as much again
+CALIBRATED_CELL_SHARE = 0.5
 
 
 # --- step 1: per-proposal class probabilities ----------------------------------------------------
@@ -149,10 +153,11 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
     that is linear in the four low-resolution taps of the bilinear resize. So where all four
     taps of an output pixel have the same argmax (and Z >= EPS), that class is the pixel's
     label; only the other pixels (class boundaries) are resized exactly: by cell when the
-    output is an integer multiple of the input (:func:`_labels_by_cell`, always the cheaper),
-    else pixel by pixel, unless those pixels are more than ``DENSE_SHARE`` of the output (a
-    noisy, e.g. untrained, model), where the whole map is resized instead, which is then
-    cheaper. Equal to the full path up to float rounding.
+    output is an integer multiple of the input (:func:`_labels_by_cell`), else pixel by pixel,
+    unless those pixels are more than ``DENSE_SHARE`` of the output (a noisy, e.g. untrained,
+    model; by cell: with calibration, more than ``CALIBRATED_CELL_SHARE`` of the cells), where
+    the whole map is resized instead, which is then cheaper. Equal to the full path up to
+    float rounding.
     """
     size = tuple(int(v) for v in out_size)
     if tuple(scores.shape[-2:]) == size:
@@ -230,17 +235,19 @@ def _labels_by_pixel(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple
 
 
 def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[int, int],
-                    exact) -> Tensor:
+                    exact) -> Tensor | None:
     """Output size (ry h, rx w): the same labels as :func:`_labels_by_pixel`, by cell.
 
     With the map's edge rows and columns repeated once on each side (which is what the clamp of
     the bilinear resize does), every output pixel falls in one of (h+1) x (w+1) cells, each
     covering an ry x rx block at the same weights. A uniform cell fills its block; the blocks
-    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners. It
-    never falls back to resizing the whole map: even when every cell is a boundary it costs
-    0.75-0.77x that without calibration; with calibration, whose normalisation the boundary
-    pixels need, 1.0-1.5x (``benchmarks/bench_labels.py --random-scores``), while trained
-    models' 13-28 % boundary cells make it 3-6x cheaper (docs/bench_labels_cpu.json).
+    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners.
+    Without calibration it never falls back to resizing the whole map: even when every cell is
+    a boundary it costs 0.75-0.77x that. With calibration, whose normalisation the boundary
+    pixels need, that worst case cost 1.0-1.5x (``benchmarks/bench_labels.py --random-scores
+    --calibration 0.1``), so it returns None (resize the whole map) when more than
+    ``CALIBRATED_CELL_SHARE`` of the cells are boundaries. Trained models' 13-28 % boundary
+    cells make it 3-6x cheaper (docs/bench_labels_cpu.json).
     """
     b, c, h, w = scores.shape
     ry, rx = size[0] // h, size[1] // w
@@ -253,6 +260,8 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
     if ok is not None:
         cell &= _corners_agree(ok[:, rows][:, :, cols], torch.logical_and, below, beside)
     bb, jj, kk = (~cell).nonzero(as_tuple=True)
+    if ok is not None and bb.numel() > CALIBRATED_CELL_SHARE * cell.numel():
+        return None
     blocks = torch.where(cell, padded[:, :-1, :-1], -1)[:, :, None, :, None]
     blocks = blocks.expand(b, h + 1, ry, w + 1, rx).contiguous()
     if bb.numel():
