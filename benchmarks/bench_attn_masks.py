@@ -12,13 +12,12 @@ equal up to float rounding, so a mask pixel at a near tie may flip).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 from bench_speed import _batch, _inference_model, alternating_ms
-from bench_traced_head import SETTINGS
+from bench_traced_head import SETTINGS, head_bench_args
 
 
 @torch.no_grad()
@@ -47,13 +46,7 @@ def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", default=None, help="a trained run folder (else random weights)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
-    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
-    args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    args = head_bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats)
     for r in rows:
         print(f"{r['size']} px, batch {r['batch']}, {r['weights']} weights: decoder with every "

@@ -42,14 +42,21 @@ def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def head_bench_args(doc: str) -> argparse.Namespace:
+    """``--ckpt``, ``--repeats`` and ``--out``, the options of the head benchmarks (this one and
+    bench_attn_masks), checked."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--ckpt", default=None, help="a trained run folder (else random weights)")
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    return args
+
+
+def main() -> None:
+    args = head_bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats)
     for r in rows:
         print(f"{r['size']} px, batch {r['batch']}, {r['weights']} weights: head eager "

@@ -104,9 +104,9 @@ class TransformerDecoder(nn.Module):
 
     ``forward(..., all_predictions=False)`` (inference) returns the final prediction only; the
     earlier masks still gate the attention, but are computed at each level's size alone, on the
-    rows and columns the bilinear resize reads (:meth:`MaskFeatures.resized_logits`; equal up
-    to float rounding). (Resizing the mask features first would be exact too, but slower for
-    Q < mask_dim: measured 23 vs 13 ms at 512 px.)
+    rows the bilinear resize reads (:meth:`MaskFeatures.resized_logits`; equal up to float
+    rounding), and nothing else of the earlier predictions is. (Resizing the mask features
+    first would be exact too, but slower for Q < mask_dim: measured 23 vs 13 ms at 512 px.)
     """
 
     def __init__(
@@ -180,27 +180,17 @@ class TransformerDecoder(nn.Module):
             srcs.append(m.flatten(2).transpose(1, 2).contiguous() + self.level_embed.weight[i])
         queries = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
         query_pos = self.query_pos.weight.unsqueeze(0).expand(b, -1, -1)
-        if not all_predictions:
-            return self._infer(queries, query_pos, srcs, poss, sizes, mask_features)
-        preds = [self._predict(queries, mask_features)]
+        preds: list[dict[str, torch.Tensor]] = []
         for i, layer in enumerate(self.layers):
             level = i % self.num_levels
             attn_mask = None
-            if self.masked_attention:
-                attn_mask = self._attn_mask(preds[-1]["pred_masks"], sizes[level])
-            queries = layer(queries, query_pos, srcs[level], poss[level], attn_mask)
-            preds.append(self._predict(queries, mask_features))
-        return preds
-
-    def _infer(self, queries, query_pos, srcs, poss, sizes, mask_features: MaskFeatures
-               ) -> list[dict[str, torch.Tensor]]:
-        """The final prediction alone: each layer's attention mask is read out at its level's
-        size, and nothing else of the earlier predictions is computed."""
-        for i, layer in enumerate(self.layers):
-            level = i % self.num_levels
-            attn_mask = None
-            if self.masked_attention:
+            if all_predictions:
+                preds.append(self._predict(queries, mask_features))
+                if self.masked_attention:
+                    attn_mask = self._attn_mask(preds[-1]["pred_masks"], sizes[level])
+            elif self.masked_attention:  # inference: the mask alone, at the level's size
                 embed = self.mask_embed(self.norm(queries))
                 attn_mask = self._blocked(mask_features.resized_logits(embed, sizes[level]))
             queries = layer(queries, query_pos, srcs[level], poss[level], attn_mask)
-        return [self._predict(queries, mask_features)]
+        preds.append(self._predict(queries, mask_features))
+        return preds
