@@ -1,13 +1,20 @@
-"""The transformer decoder at inference: every earlier prediction at stride 4 (the training
-path, which the inference path was before) against the attention masks read at each memory
-level's size (:meth:`celseg.models.mask_features.MaskFeatures.resized_logits`, the inference
-path now), timed in alternation.
+"""The transformer decoder against its earlier form, timed in alternation.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_attn_masks.py [--ckpt RUN] [--out FILE.json]
 
-At 128 px batch 1, 128 px batch 16 (the evaluation's) and 512 px batch 1, on rendered benchmark
-images. Both give the final prediction; how far apart the two are is reported (the masks are
-equal up to float rounding, so a mask pixel at a near tie may flip).
+The earlier form (:func:`stride4_decoder`, kept here as the reference) computed every
+prediction's masks at stride 4, one product per prediction, and resized them to each memory
+level's size for the attention masks. The decoder now reads the attention masks at the level's
+size alone (:meth:`celseg.models.mask_features.MaskFeatures.resized_logits`) and computes the
+stride-4 masks of the predictions it returns in one product. Two rows per setting:
+
+- ``inference``: the final prediction, without gradient (``all_predictions=False``);
+- ``training``: every prediction, forward and backward of a loss on all their masks (in train
+  mode, as the training step runs it).
+
+At 128 px batch 1, 128 px batch 16 (the evaluation's), 512 px batch 1, and for training at the
+training step's 128 px batch 8, on rendered benchmark images. How far apart the two forms'
+masks are is reported (equal up to float rounding, so a mask pixel at a near tie may flip).
 """
 
 from __future__ import annotations
@@ -16,32 +23,99 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from bench_speed import _batch, _inference_model, alternating_ms
 from bench_traced_head import SETTINGS, head_bench_args
 
+from celseg.models.mask_features import MaskFeatures
 
-@torch.no_grad()
-def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
+TRAIN_SETTINGS = ((128, 8),)
+
+
+def stride4_decoder(decoder, memory: list[torch.Tensor], mask_features: MaskFeatures,
+                    all_predictions: bool = True) -> list[dict[str, torch.Tensor]]:
+    """The decoder as it was before session 8 (the reference): each prediction's stride-4
+    masks on its own, the attention masks resized from them. Uses ``decoder``'s modules."""
+    srcs, poss, sizes = decoder.levels(memory)
+    queries, query_pos = decoder.initial_queries(mask_features.fine.shape[0])
+
+    def predict(queries):
+        q = decoder.norm(queries)
+        embed = decoder.mask_embed(q)
+        return {"class_feat": q, "mask_embed": embed, "pred_masks": mask_features.logits(embed)}
+
+    preds = []
+    for i, layer in enumerate(decoder.layers):
+        level = i % decoder.num_levels
+        attn_mask = None
+        pred = predict(queries) if all_predictions or decoder.masked_attention else None
+        if all_predictions:
+            preds.append(pred)
+        if decoder.masked_attention:
+            m = pred["pred_masks"].detach()
+            if tuple(m.shape[-2:]) != sizes[level]:
+                m = F.interpolate(m, size=sizes[level], mode="bilinear", align_corners=False)
+            attn_mask = decoder._blocked(m)
+        queries = layer(queries, query_pos, srcs[level], poss[level], attn_mask)
+    preds.append(predict(queries))
+    return preds
+
+
+def _difference(a: torch.Tensor, b: torch.Tensor) -> dict:
+    return {"max_abs_diff": (a - b).abs().max().item(),
+            "sign_flips": int(((a > 0) != (b > 0)).sum()), "mask_pixels": a.numel()}
+
+
+def _backward(preds: list[dict], decoder, mask_features: MaskFeatures) -> list[dict]:
+    """Backward of a loss on every prediction's masks, then the gradients cleared."""
+    sum(p["pred_masks"].square().mean() for p in preds).backward()
+    decoder.zero_grad(set_to_none=True)
+    mask_features.fine.grad = None
+    return preds
+
+
+def measure(ckpt: str | None, repeats: int, settings=SETTINGS,
+            train_settings=TRAIN_SETTINGS) -> list[dict]:
     dev = torch.device("cpu")
     model, _, _ = _inference_model(dev, ckpt)
     decoder = model.transformer_decoder
+    weights = "trained" if ckpt else "random"
     rows = []
     for size, batch in settings:
-        mask_features, memory = model.pixel_decoder(
-            model.backbone.forward_features(_batch(0, batch, size)[0]))
+        with torch.no_grad():
+            mask_features, memory = model.pixel_decoder(
+                model.backbone.forward_features(_batch(0, batch, size)[0]))
 
-        def stride4(mf=mask_features, mem=memory):
-            return decoder(mem, mf, all_predictions=True)[-1]
+            def before(mf=mask_features, mem=memory):
+                return stride4_decoder(decoder, mem, mf, all_predictions=False)[-1]
 
-        def level_size(mf=mask_features, mem=memory):
-            return decoder(mem, mf, all_predictions=False)[-1]
+            def now(mf=mask_features, mem=memory):
+                return decoder(mem, mf, all_predictions=False)[-1]
 
-        a, b = stride4()["pred_masks"], level_size()["pred_masks"]
-        ms = alternating_ms({"stride4": stride4, "level_size": level_size}, repeats)
-        rows.append({"size": size, "batch": batch, "weights": "trained" if ckpt else "random",
-                     "max_abs_diff": (a - b).abs().max().item(),
-                     "sign_flips": int(((a > 0) != (b > 0)).sum()), "mask_pixels": a.numel(),
-                     "stride4_ms": ms["stride4"], "level_size_ms": ms["level_size"]})
+            diff = _difference(before()["pred_masks"], now()["pred_masks"])
+            ms = alternating_ms({"before": before, "now": now}, repeats)
+        rows.append({"pass": "inference", "size": size, "batch": batch, "weights": weights,
+                     **diff, "before_ms": ms["before"], "now_ms": ms["now"]})
+    decoder.train()
+    for size, batch in train_settings:
+        with torch.no_grad():
+            mask_features, memory = model.pixel_decoder(
+                model.backbone.forward_features(_batch(0, batch, size)[0]))
+        fine = mask_features.fine.requires_grad_(True)  # gradients flow into the features too
+        mf = MaskFeatures(fine, mask_features.coarse, mask_features.proj)
+
+        def before_step(mf=mf, mem=memory):
+            return _backward(stride4_decoder(decoder, mem, mf), decoder, mf)
+
+        def now_step(mf=mf, mem=memory):
+            return _backward(decoder(mem, mf), decoder, mf)
+
+        diff = _difference(torch.stack([p["pred_masks"] for p in before_step()]),
+                           torch.stack([p["pred_masks"] for p in now_step()]))
+        ms = alternating_ms({"before": before_step, "now": now_step}, repeats)
+        rows.append({"pass": "training", "size": size, "batch": batch, "weights": weights,
+                     **diff, "before_ms": ms["before"], "now_ms": ms["now"]})
+    decoder.eval()
     return rows
 
 
@@ -49,11 +123,12 @@ def main() -> None:
     args = head_bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats)
     for r in rows:
-        print(f"{r['size']} px, batch {r['batch']}, {r['weights']} weights: decoder with every "
-              f"prediction at stride 4 {r['stride4_ms']:.2f} ms, masks at the level's size "
-              f"{r['level_size_ms']:.2f} ms ({r['level_size_ms'] / r['stride4_ms']:.2f}x); "
-              f"final masks differ by {r['max_abs_diff']:.2g} at most, "
-              f"{r['sign_flips']} of {r['mask_pixels']} signs")
+        what = ("forward" if r["pass"] == "inference" else "forward + backward of every "
+                "prediction")
+        print(f"{r['pass']}, {r['size']} px, batch {r['batch']}, {r['weights']} weights, "
+              f"decoder {what}: before {r['before_ms']:.2f} ms, now {r['now_ms']:.2f} ms "
+              f"({r['now_ms'] / r['before_ms']:.2f}x); masks differ by "
+              f"{r['max_abs_diff']:.2g} at most, {r['sign_flips']} of {r['mask_pixels']} signs")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
 

@@ -4,7 +4,8 @@
 - the point-sampled, batched matcher gives the full-resolution assignment on an unambiguous case,
   and its batched costs equal a per-image loop;
 - importance sampling takes its share of points where the prediction is uncertain;
-- the point-sampled pixel loss is an unbiased estimate of the every-pixel loss;
+- the point-sampled pixel loss is an unbiased estimate of the every-pixel loss, and equals the
+  scores read at its points;
 - the decoder's inference path (final prediction only) equals the training path's final one.
 """
 
@@ -172,6 +173,36 @@ def test_point_pixel_loss_is_an_unbiased_estimate():
                           for _ in range(400)])
     assert abs(draws.mean().item() - full) < 4 * draws.std().item() / math.sqrt(400)
     assert draws.std().item() > 0  # the points are random
+
+
+@pytest.mark.parametrize("has_background", [False, True])
+def test_point_pixel_loss_reads_the_scores_at_its_points(has_background):
+    """Reading the Q sigmoid masks at the points and aggregating them equals reading the
+    aggregated (B,C,h,w) scores there (bilinear reading is linear), gradients included; the
+    reference reads the scores, with the same points (the same random draws)."""
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 4, 6 + has_background, generator=g, requires_grad=True)
+    masks = torch.randn(2, 4, 8, 8, generator=g, requires_grad=True)
+    labels = torch.randint(0, 6, (2, 32, 32), generator=g)
+    labels[:, :3] = 255
+    torch.manual_seed(3)
+    got = pixel_focal_loss(logits, masks, labels, has_background, num_points=50)
+    torch.manual_seed(3)
+    coords = torch.rand(2, 50, 2)  # the draw uniform_coords makes
+    scores = F.grid_sample(inference.semantic_probs(logits, masks, has_background),
+                           (coords * 2 - 1)[:, None], mode="bilinear", align_corners=False)[:, :, 0]
+    ix = (coords[..., 0] * 32).long().clamp(0, 31)
+    iy = (coords[..., 1] * 32).long().clamp(0, 31)
+    at = torch.stack([labels[b, iy[b], ix[b]] for b in range(2)])  # (B,P) nearest labels
+    probs = scores / (scores.sum(1, keepdim=True) + 1e-6)
+    valid = at != 255
+    p_true = probs.gather(1, torch.where(valid, at, 0)[:, None])[:, 0]
+    focal = -((1 - p_true) ** 2) * p_true.clamp_min(1e-6).log()
+    want = focal[valid].mean()
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, [logits, masks]),
+                    torch.autograd.grad(want, [logits, masks]), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
 def test_decoder_inference_path_equals_the_final_training_prediction():

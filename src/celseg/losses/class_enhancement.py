@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from celseg.losses.mask_terms import points_for, read_bilinear, read_nearest, uniform_coords
-from celseg.models.inference import semantic_probs
+from celseg.models.inference import aggregate_mask_probs, proposal_probs, semantic_probs
 
 
 def pixel_focal_loss(
@@ -36,19 +36,24 @@ def pixel_focal_loss(
     """pred_logits (B,Q,C[+1]), pred_masks (B,Q,h,w), labels_vocab (B,H,W) -> () loss.
 
     num_points > 0: the mean runs over that many uniform points per image (capped at h*w,
-    ``mask_terms.points_for``), S read bilinearly there and the label at the nearest pixel, an
-    unbiased estimate of the every-pixel mean that never builds the (B,C,H,W) map.
+    ``mask_terms.points_for``), S read bilinearly there (as the sigmoid masks read there and
+    aggregated: the same, S being linear in them, for Q maps read instead of C) and the label
+    at the nearest pixel, an unbiased estimate of the every-pixel mean that never builds the
+    (B,C,H,W) map.
     """
-    scores = semantic_probs(pred_logits.float(), pred_masks.float(), has_background)
-    count = points_for(num_points, scores.shape[-2:])
-    if count:
-        coords = uniform_coords(scores.shape[0], count, scores.device)
-        scores = read_bilinear(scores, coords)  # (B,C,P)
+    count = points_for(num_points, pred_masks.shape[-2:])
+    if count:  # S is linear in the masks' sigmoids: read those (Q maps, not C) at the points
+        probs_in = proposal_probs(pred_logits.float(), has_background)[0]
+        coords = uniform_coords(pred_masks.shape[0], count, pred_masks.device)
+        mask_probs = read_bilinear(pred_masks.float().sigmoid(), coords)  # (B,Q,P)
+        scores = aggregate_mask_probs(probs_in, mask_probs)  # (B,C,P)
         labels_vocab = read_nearest(labels_vocab[:, None], coords)[:, 0]  # (B,P)
-    elif scores.shape[-2:] != labels_vocab.shape[-2:]:
-        scores = F.interpolate(
-            scores, size=labels_vocab.shape[-2:], mode="bilinear", align_corners=False
-        )
+    else:
+        scores = semantic_probs(pred_logits.float(), pred_masks.float(), has_background)
+        if scores.shape[-2:] != labels_vocab.shape[-2:]:
+            scores = F.interpolate(
+                scores, size=labels_vocab.shape[-2:], mode="bilinear", align_corners=False
+            )
     probs = scores / (scores.sum(1, keepdim=True) + eps)  # (B,C,...)
     valid = labels_vocab != ignore_index
     index = torch.where(valid, labels_vocab, torch.zeros_like(labels_vocab))

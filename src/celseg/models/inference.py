@@ -107,7 +107,14 @@ def class_weights(num_classes: int, labelled_positions: list[int], alpha: float,
 
 def aggregate(probs: Tensor, mask_logits: Tensor) -> Tensor:
     """S(c, x) = sum_q p(q, c) sigmoid(M_q(x)): (B,Q,C), (B,Q,h,w) -> (B,C,h,w)."""
-    return torch.einsum("bqc,bqhw->bchw", probs, mask_logits.sigmoid())
+    return aggregate_mask_probs(probs, mask_logits.sigmoid())
+
+
+def aggregate_mask_probs(probs: Tensor, mask_probs: Tensor) -> Tensor:
+    """S = sum_q p(q, c) m_q from the masks' probabilities m_q = sigmoid(M_q) at any points:
+    (B,Q,C), (B,Q,...) -> (B,C,...). Linear in m, so S read bilinearly at points equals this
+    of m read there (the pixel loss reads the Q masks, not the C scores)."""
+    return torch.einsum("bqc,bq...->bc...", probs, mask_probs)
 
 
 def semantic_probs(pred_logits: Tensor, pred_masks: Tensor, has_background: bool) -> Tensor:
