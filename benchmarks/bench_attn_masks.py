@@ -10,7 +10,11 @@ stride-4 masks of the predictions it returns in one product. Two rows per settin
 
 - ``inference``: the final prediction, without gradient (``all_predictions=False``);
 - ``training``: every prediction, forward and backward of a loss on all their masks (in train
-  mode, as the training step runs it).
+  mode, as the training step runs it);
+- ``step``: the whole training step of the ablation's background-free + ranking model and of
+  the baseline (forward, criterion, backward, AdamW; random weights, as ``bench_speed.py``),
+  against the same model (a copy, the same weights) with the earlier decoder, and against the
+  backbone's forward and backward (the training target's reference), all three in alternation.
 
 At 128 px batch 1, 128 px batch 16 (the evaluation's), 512 px batch 1, and for training at the
 training step's 128 px batch 8, on rendered benchmark images. How far apart the two forms'
@@ -19,14 +23,27 @@ masks are is reported (equal up to float rounding, so a mask pixel at a near tie
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import types
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_speed import _batch, _inference_model, alternating_ms
+from bench_speed import (
+    NAMES,
+    VARIANTS,
+    _batch,
+    _inference_model,
+    _parts,
+    alternating_ms,
+    train_step,
+)
 from bench_traced_head import SETTINGS, head_bench_args
 
+from celseg.engine.schedule import build_optimizer
+from celseg.losses.targets import build_vocab_lut
 from celseg.models.mask_features import MaskFeatures
 
 TRAIN_SETTINGS = ((128, 8),)
@@ -119,10 +136,57 @@ def measure(ckpt: str | None, repeats: int, settings=SETTINGS,
     return rows
 
 
+def step_rows(repeats: int, size: int = 128, batch: int = 8) -> list[dict]:
+    """The ``step`` rows (see the module docstring), ms medians."""
+    rows = []
+    dev = torch.device("cpu")
+    emb = F.normalize(torch.randn(len(NAMES), 384), dim=-1)
+    lut = build_vocab_lut(list(range(len(NAMES))))
+    batches = [_batch(i * batch, batch, size) for i in range(4)]
+    turn = itertools.count()
+
+    def data():
+        return batches[next(turn) % len(batches)]
+
+    for name, overrides in VARIANTS.items():
+        cfg, model, criterion, optimizer = _parts(overrides, dev)
+        earlier = copy.deepcopy(model)
+        earlier.transformer_decoder.forward = types.MethodType(
+            lambda self, mem, mf, all_predictions=True: stride4_decoder(self, mem, mf,
+                                                                        all_predictions),
+            earlier.transformer_decoder)
+        earlier_optimizer = build_optimizer(earlier, cfg.train)
+
+        def backbone(model=model, optimizer=optimizer):
+            feats = model.backbone.forward_features(data()[0])
+            sum(f.float().mean() for f in feats.values()).backward()
+            optimizer.zero_grad(set_to_none=True)
+
+        def before(m=earlier, c=criterion, o=earlier_optimizer):
+            train_step(m, c, o, emb, lut, *data())
+
+        def now(m=model, c=criterion, o=optimizer):
+            train_step(m, c, o, emb, lut, *data())
+
+        ms = alternating_ms({"backbone": backbone, "before": before, "now": now}, repeats)
+        rows.append({"pass": "step", "model": name, "size": size, "batch": batch,
+                     "weights": "random", "backbone_ms": ms["backbone"],
+                     "before_ms": ms["before"], "now_ms": ms["now"],
+                     "before_ratio": ms["before"] / ms["backbone"],
+                     "now_ratio": ms["now"] / ms["backbone"]})
+    return rows
+
+
 def main() -> None:
     args = head_bench_args(__doc__)
-    rows = measure(args.ckpt, args.repeats)
+    rows = measure(args.ckpt, args.repeats) + step_rows(args.repeats)
     for r in rows:
+        if r["pass"] == "step":
+            print(f"training step, {r['model']}, {r['size']} px, batch {r['batch']}: before "
+                  f"{r['before_ms']:.0f} ms ({r['before_ratio']:.2f}x the backbone's forward "
+                  f"and backward, {r['backbone_ms']:.0f} ms), now {r['now_ms']:.0f} ms "
+                  f"({r['now_ratio']:.2f}x; {r['now_ms'] / r['before_ms']:.3f}x before)")
+            continue
         what = ("forward" if r["pass"] == "inference" else "forward + backward of every "
                 "prediction")
         print(f"{r['pass']}, {r['size']} px, batch {r['batch']}, {r['weights']} weights, "

@@ -97,6 +97,17 @@ def _parts(overrides: list[str], dev: torch.device, queries: int | None = None):
     return cfg, model, criterion, build_optimizer(model, cfg.train)
 
 
+def train_step(model, criterion, optimizer, emb: torch.Tensor, lut: torch.Tensor,
+               images: torch.Tensor, labels: torch.Tensor) -> None:
+    """One training step as the trainer takes it: forward, criterion, backward, AdamW."""
+    out = model(images, emb)
+    targets = labels_to_targets(labels, lut, with_masks=criterion.needs_target_masks)
+    losses = criterion(out, targets, labels_to_vocab(labels, lut))
+    optimizer.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    optimizer.step()
+
+
 def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
                 size: int = 128, batch: int = 8) -> dict:
     """Median training step against its reference (see the module docstring)."""
@@ -123,12 +134,7 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
             optimizer.zero_grad(set_to_none=True)
 
         def step(images=images, labels=labels):
-            out = model(images, emb)
-            targets = labels_to_targets(labels, lut, with_masks=criterion.needs_target_masks)
-            losses = criterion(out, targets, labels_to_vocab(labels, lut))
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
+            train_step(model, criterion, optimizer, emb, lut, images, labels)
 
         ref_t, step_t = _timed(reference, dev), _timed(step, dev)
         if i >= 2:  # two warm-up steps

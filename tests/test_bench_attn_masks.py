@@ -60,3 +60,11 @@ def test_training_predictions_and_gradients_match_the_earlier_form(kind, masked)
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+
+
+def test_the_training_step_rows_time_both_decoders_against_the_backbone():
+    rows = bench_attn_masks.step_rows(repeats=1, size=64, batch=2)
+    assert [r["model"] for r in rows] == list(bench_attn_masks.VARIANTS)
+    for row in rows:
+        assert min(row["backbone_ms"], row["before_ms"], row["now_ms"]) > 0
+        assert row["now_ratio"] == row["now_ms"] / row["backbone_ms"]
