@@ -18,8 +18,14 @@ import torch.nn.functional as F
 
 from celseg.config import ModelConfig
 from celseg.losses.class_enhancement import pixel_focal_loss
-from celseg.losses.mask_terms import importance_coords, points_for
-from celseg.losses.matcher import HungarianMatcher, label_map_of, pad_labels
+from celseg.losses.mask_terms import importance_coords, points_for, read_nearest
+from celseg.losses.matcher import (
+    HungarianMatcher,
+    group_by_pixel,
+    label_map_of,
+    pad_labels,
+    segments_at,
+)
 from celseg.losses.targets import build_vocab_lut, labels_to_targets
 from celseg.models import inference
 from celseg.models.build import build_segmenter
@@ -141,6 +147,42 @@ def test_batched_costs_equal_a_per_image_loop():
         one = matcher.batch_costs(logits[i:i + 1], pred[i:i + 1], labels[i:i + 1, :k],
                                   tgt[i:i + 1, :k], w[i:i + 1])[0]
         assert torch.allclose(batched[i, :, :k], one, atol=1e-6)
+
+
+def test_grouping_points_by_pixel_by_hand():
+    maps = torch.tensor([[[10.0, 11.0, 12.0, 13.0]]])  # (B=1, Q=1, hw=4)
+    pixels = torch.tensor([[2, 0, 2, 3]])
+    tgt = torch.tensor([[[1.0, 0.0, 0.0, 1.0]]])  # (B, K=1, P)
+    weights = torch.tensor([[[1.0, 1.0, 0.5, 1.0]]])  # the second read of pixel 2 half-weighted
+    read, grouped_tgt, grouped_w = group_by_pixel(maps, pixels, tgt, weights)
+    assert read.tolist() == [[[10.0, 12.0, 13.0]]]  # pixels 0, 2, 3
+    assert grouped_w.tolist() == [[[1.0, 1.5, 1.0]]]
+    torch.testing.assert_close(grouped_tgt, torch.tensor([[[0.0, 1 / 1.5, 1.0]]]))
+
+
+def test_costs_of_points_grouped_by_pixel_equal_the_costs_of_every_point():
+    """The matcher reads each distinct pixel once (``group_by_pixel``); the reference reads
+    every point (many of which share a pixel: 200 points on 16 x 16 pixels)."""
+    g = torch.Generator().manual_seed(2)
+    b, q, c, h = 3, 6, 5, 16
+    logits, masks = torch.randn(b, q, c, generator=g), 3 * torch.randn(b, q, h, h, generator=g)
+    label_map = torch.randint(0, 4, (b, 4 * h, 4 * h), generator=g)
+    label_map[torch.rand(label_map.shape, generator=g) < 0.2] = 255
+    labels = torch.tensor([[0, 1, 2, 3], [3, 1, -1, -1], [2, -1, -1, -1]])
+    matcher = HungarianMatcher(1.0, 2.0, 3.0, num_points=200)
+    torch.manual_seed(0)
+    grouped = matcher.batch_costs(logits, *_grouped(matcher, masks, labels, label_map))
+    torch.manual_seed(0)
+    coords = torch.rand(b, 200, 2)  # the draw of matcher.points
+    tgt, w = segments_at(read_nearest(label_map[:, None], coords)[:, 0], labels, 255)
+    every = matcher.batch_costs(logits, read_nearest(masks, coords), labels, tgt, w)
+    torch.testing.assert_close(grouped, every, atol=1e-5, rtol=1e-5)
+
+
+def _grouped(matcher, masks, labels, label_map):
+    pred, tgt, w = matcher.points(masks, labels, label_map)
+    assert pred.shape[-1] < 200 and w.sum(-1).max() <= 200  # fewer pixels than points
+    return pred, labels, tgt, w
 
 
 def test_points_never_exceed_the_mask_pixels():

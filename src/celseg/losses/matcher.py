@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from celseg.losses.mask_terms import (
     dice_loss,
+    nearest_index,
     points_for,
     read_nearest,
     sigmoid_bce,
@@ -43,14 +44,45 @@ def segments_at(label_points: Tensor, labels: Tensor, ignore: int) -> tuple[Tens
     return targets, (label_points != ignore).float()[..., None, :]
 
 
+def group_by_pixel(maps: Tensor, pixels: Tensor, tgt: Tensor,
+                   weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Points that read the same pixel, summed: the costs are sums over points of w_p f(x_p)
+    and w_p t_kp f(x_p) with x_p the pixel's value, so a pixel read by several points counts
+    once, weighted by their sum (P uniform points fall on about (1 - exp(-P/hw)) hw distinct
+    pixels: 54 % of 16,384 for 12,544 points, 63 % when P = hw), and the predictions are read
+    and transformed there alone.
+
+    maps (B,Q,hw), pixels (B,P) long, tgt (B,K,P), weights (B,1,P) -> maps at each image's
+    distinct pixels (B,Q,U), tgt = sum w t / sum w (B,K,U) and weights = sum w (B,1,U) per
+    pixel, U the most distinct pixels of an image (the others padded with weight 0)."""
+    b, hw = maps.shape[0], maps.shape[-1]
+    occupied = torch.zeros(b, hw, dtype=torch.bool, device=maps.device)
+    occupied.scatter_(1, pixels, True)
+    image, pixel = occupied.nonzero(as_tuple=True)  # ordered by image, then pixel
+    counts = occupied.sum(1)
+    rank = torch.arange(image.numel(), device=maps.device) - (counts.cumsum(0) - counts)[image]
+    table = torch.zeros(b, max(int(counts.max()), 1), dtype=torch.long, device=maps.device)
+    table[image, rank] = pixel  # (B,U) each image's distinct pixels; padding reads pixel 0
+    slot = torch.zeros(b, hw, dtype=torch.long, device=maps.device)
+    slot[image, pixel] = rank
+    where = slot.gather(1, pixels)[:, None]  # (B,1,P) each point's column
+    sums = torch.zeros(b, tgt.shape[1] + 1, table.shape[1], dtype=tgt.dtype, device=tgt.device)
+    sums.scatter_add_(2, where.expand(-1, sums.shape[1], -1),
+                      torch.cat([tgt * weights, weights], 1))
+    weight = sums[:, -1:]
+    read = maps.gather(2, table[:, None].expand(-1, maps.shape[1], -1))
+    return read, sums[:, :-1] / weight.clamp_min(1e-12), weight
+
+
 class HungarianMatcher(nn.Module):
     """cost(q, k) = cost_class * (-softmax(z_q)[y_k]) + cost_mask * bce(M_q, m_k)
     + cost_dice * dice(M_q, m_k), ignore pixels excluded from the mask terms.
 
     The softmax runs over every column of ``pred_logits`` (C+1 in background_embedding mode).
     With ``num_points`` > 0 the mask terms are read at that many uniform points per image
-    (``mask_terms.points_for``): predictions at the nearest stride-4 pixel, targets from the
-    label map at the nearest pixel, so no full-resolution mask is built; the cost matrices of
+    (``mask_terms.points_for``): predictions at the nearest stride-4 pixel (each distinct pixel
+    once, :func:`group_by_pixel`), targets from the label map at the nearest pixel, so no
+    full-resolution mask is built; the cost matrices of
     the whole batch are one set of tensor ops, and only the assignment itself runs per image,
     on the CPU. ``num_points`` = 0 compares at every pixel of the target (predictions upsampled
     bilinearly), one image at a time.
@@ -76,13 +108,16 @@ class HungarianMatcher(nn.Module):
         return cost + self.cost_dice * dice_loss(pred, tgt, weights, pairwise=True)
 
     def points(self, masks: Tensor, labels: Tensor, label_map: Tensor) -> tuple[Tensor, ...]:
-        """masks (B,Q,h,w), labels (B,K), label_map (B,H,W) -> pred (B,Q,P), tgt (B,K,P),
-        weights (B,1,P) at ``points_for(num_points)`` uniform points per image."""
+        """masks (B,Q,h,w), labels (B,K), label_map (B,H,W) -> pred (B,Q,U), tgt (B,K,U),
+        weights (B,1,U) at ``points_for(num_points)`` uniform points per image, grouped by the
+        mask pixel they read (:func:`group_by_pixel`: U distinct pixels, padded)."""
         coords = uniform_coords(masks.shape[0], points_for(self.num_points, masks.shape[-2:]),
                                 masks.device)
         label_points = read_nearest(label_map[:, None], coords)[:, 0]
         tgt, weights = segments_at(label_points, labels, self.ignore_index)
-        return read_nearest(masks, coords).float(), tgt, weights
+        pixels = nearest_index(coords, *masks.shape[-2:])  # (B,P) the mask pixel each reads
+        pred, tgt, weights = group_by_pixel(masks.flatten(2), pixels, tgt, weights)
+        return pred.float(), tgt, weights
 
     def cost_matrix(self, logits: Tensor, masks: Tensor, target: dict[str, Tensor],
                     valid: Tensor) -> Tensor:
