@@ -6,7 +6,7 @@ The earlier form (:func:`stride4_decoder`, kept here as the reference) computed 
 prediction's masks at stride 4, one product per prediction, and resized them to each memory
 level's size for the attention masks. The decoder now reads the attention masks at the level's
 size alone (:meth:`celseg.models.mask_features.MaskFeatures.resized_logits`) and computes the
-stride-4 masks of the predictions it returns in one product. Two rows per setting:
+stride-4 masks of the predictions it returns in one product. Three kinds of rows:
 
 - ``inference``: the final prediction, without gradient (``all_predictions=False``);
 - ``training``: every prediction, forward and backward of a loss on all their masks (in train
@@ -38,9 +38,10 @@ from bench_speed import (
     _inference_model,
     _parts,
     alternating_ms,
+    backbone_step,
     train_step,
 )
-from bench_traced_head import SETTINGS, head_bench_args
+from bench_traced_head import SETTINGS, bench_args
 
 from celseg.engine.schedule import build_optimizer
 from celseg.losses.targets import build_vocab_lut
@@ -158,9 +159,7 @@ def step_rows(repeats: int, size: int = 128, batch: int = 8) -> list[dict]:
         earlier_optimizer = build_optimizer(earlier, cfg.train)
 
         def backbone(model=model, optimizer=optimizer):
-            feats = model.backbone.forward_features(data()[0])
-            sum(f.float().mean() for f in feats.values()).backward()
-            optimizer.zero_grad(set_to_none=True)
+            backbone_step(model, optimizer, data()[0])
 
         def before(m=earlier, c=criterion, o=earlier_optimizer):
             train_step(m, c, o, emb, lut, *data())
@@ -178,7 +177,7 @@ def step_rows(repeats: int, size: int = 128, batch: int = 8) -> list[dict]:
 
 
 def main() -> None:
-    args = head_bench_args(__doc__)
+    args = bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats) + step_rows(args.repeats)
     for r in rows:
         if r["pass"] == "step":

@@ -12,13 +12,13 @@ to float rounding (checked here too).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_traced_head import bench_args
 
 from celseg.models.mask_features import MaskFeatures
 
@@ -72,12 +72,7 @@ def measure(size: int, batch: int, grad: bool, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=21, help="timed repeats (median)")
-    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
-    args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    args = bench_args(__doc__, ckpt=False, repeats=21)
     rows = [measure(128, 1, False, args.repeats), measure(512, 1, False, args.repeats),
             measure(128, 8, True, args.repeats)]
     for r in rows:

@@ -11,12 +11,12 @@ same points (the same seed), so their assignments are compared too.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 from bench_speed import NAMES, _batch, alternating_ms
+from bench_traced_head import bench_args
 
 from celseg.config import LossConfig
 from celseg.losses.mask_terms import points_for, read_nearest, uniform_coords
@@ -68,12 +68,7 @@ def measure(repeats: int, settings=SETTINGS) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11, help="timed repeats (median)")
-    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
-    args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    args = bench_args(__doc__, ckpt=False, repeats=11)
     for r in (rows := measure(args.repeats)):
         print(f"matcher {r['size']} px, {r['queries']} queries, {r['points']} points: every "
               f"point {r['every_point_ms_per_image']:.2f} ms/image, grouped by pixel "

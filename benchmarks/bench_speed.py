@@ -108,6 +108,14 @@ def train_step(model, criterion, optimizer, emb: torch.Tensor, lut: torch.Tensor
     optimizer.step()
 
 
+def backbone_step(model, optimizer, images: torch.Tensor) -> None:
+    """The training target's reference: the backbone's forward, and backward of a loss on
+    every feature level."""
+    feats = model.backbone.forward_features(images)
+    sum(f.float().mean() for f in feats.values()).backward()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
                 size: int = 128, batch: int = 8) -> dict:
     """Median training step against its reference (see the module docstring)."""
@@ -127,11 +135,10 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
                 preds = model.transformer_decoder(memory, mask_features)
                 loss = sum(model.classifier(p["class_feat"], emb)[0].mean()
                            + p["pred_masks"].mean() for p in preds)
+                loss.backward()
+                optimizer.zero_grad(set_to_none=True)
             else:
-                feats = model.backbone.forward_features(images)
-                loss = sum(f.float().mean() for f in feats.values())
-            loss.backward()
-            optimizer.zero_grad(set_to_none=True)
+                backbone_step(model, optimizer, images)
 
         def step(images=images, labels=labels):
             train_step(model, criterion, optimizer, emb, lut, images, labels)

@@ -42,12 +42,15 @@ def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
     return rows
 
 
-def head_bench_args(doc: str) -> argparse.Namespace:
-    """``--ckpt``, ``--repeats`` and ``--out``, the options of the head benchmarks (this one and
-    bench_attn_masks), checked."""
+def bench_args(doc: str, ckpt: bool = True, repeats: int = 15) -> argparse.Namespace:
+    """``--ckpt`` (with ``ckpt``), ``--repeats`` (default ``repeats``) and ``--out``, the options
+    of the A/B benchmarks (this one, bench_attn_masks, bench_matcher_points,
+    bench_mask_features), checked."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--ckpt", default=None, help="a trained run folder (else random weights)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median)")
+    if ckpt:
+        parser.add_argument("--ckpt", default=None,
+                            help="a trained run folder (else random weights)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats (median)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     if args.repeats < 1:
@@ -56,7 +59,7 @@ def head_bench_args(doc: str) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = head_bench_args(__doc__)
+    args = bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats)
     for r in rows:
         print(f"{r['size']} px, batch {r['batch']}, {r['weights']} weights: head eager "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from celseg.losses.mask_terms import points_for, read_bilinear, read_nearest, uniform_coords
-from celseg.models.inference import aggregate_mask_probs, proposal_probs, semantic_probs
+from celseg.models.inference import aggregate_mask_probs, proposal_probs
 
 
 def pixel_focal_loss(
@@ -41,15 +41,15 @@ def pixel_focal_loss(
     at the nearest pixel, an unbiased estimate of the every-pixel mean that never builds the
     (B,C,H,W) map.
     """
+    probs_in = proposal_probs(pred_logits.float(), has_background)[0]  # (B,Q,C)
+    mask_probs = pred_masks.float().sigmoid()
     count = points_for(num_points, pred_masks.shape[-2:])
     if count:  # S is linear in the masks' sigmoids: read those (Q maps, not C) at the points
-        probs_in = proposal_probs(pred_logits.float(), has_background)[0]
         coords = uniform_coords(pred_masks.shape[0], count, pred_masks.device)
-        mask_probs = read_bilinear(pred_masks.float().sigmoid(), coords)  # (B,Q,P)
-        scores = aggregate_mask_probs(probs_in, mask_probs)  # (B,C,P)
+        scores = aggregate_mask_probs(probs_in, read_bilinear(mask_probs, coords))  # (B,C,P)
         labels_vocab = read_nearest(labels_vocab[:, None], coords)[:, 0]  # (B,P)
-    else:
-        scores = semantic_probs(pred_logits.float(), pred_masks.float(), has_background)
+    else:  # inference.semantic_probs
+        scores = aggregate_mask_probs(probs_in, mask_probs)
         if scores.shape[-2:] != labels_vocab.shape[-2:]:
             scores = F.interpolate(
                 scores, size=labels_vocab.shape[-2:], mode="bilinear", align_corners=False

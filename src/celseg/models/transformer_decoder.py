@@ -105,7 +105,8 @@ class TransformerDecoder(nn.Module):
     bilinear resize of the stride-4 masks reads (:meth:`MaskFeatures.resized_logits`; equal to
     resizing them up to float rounding). The stride-4 masks are computed only for the returned
     predictions, all in one product over the mask features (in training its backward is then one
-    product too: 25.8 -> 12.6 ms for four predictions at 128 px, batch 8). (Resizing the mask
+    product too; the decoder's forward and backward at 128 px, batch 8 took 89.1 -> 82.5 ms,
+    benchmarks/bench_attn_masks.py, docs/bench_attn_masks_cpu_training.json). (Resizing the mask
     features first would be exact too, but slower for Q < mask_dim: measured 23 vs 13 ms at
     512 px.) ``forward(..., all_predictions=False)`` (inference) returns the final prediction
     only.
