@@ -189,7 +189,7 @@ def test_odd_input_size_rounds_up():
     assert out["pred_masks"].shape == (1, 5, 13, 10)
 
 
-@pytest.mark.parametrize("conv", ["full", "separable", "light", "pointwise"])
+@pytest.mark.parametrize("conv", ["full", "separable", "light", "pointwise", "lean"])
 def test_pixel_decoder_conv_options_give_the_same_shapes_and_train(conv):
     """Every ``model.pixel_decoder_conv`` builds, keeps the output shapes, and every parameter
     gets a gradient; the stride-4 3 x 3 is dense, depthwise or absent as documented."""
@@ -202,14 +202,34 @@ def test_pixel_decoder_conv_options_give_the_same_shapes_and_train(conv):
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
     decoder = model.pixel_decoder
-    if conv == "pointwise":
+    if conv in ("pointwise", "lean"):
         assert "res2" not in decoder.output
     else:
         first = decoder.output["res2"][0]
         assert first.kernel_size == (3, 3)
         assert first.groups == (1 if conv == "full" else first.in_channels)
-    for level in decoder.memory_names:  # dense on the memory levels except with "separable"
-        assert decoder.output[level][0].groups == (1 if conv != "separable" else 32)
+    for level in decoder.memory_names:  # dense on the memory levels but for these two
+        assert decoder.output[level][0].groups == (32 if conv in ("separable", "lean") else 1)
+
+
+def test_attention_mask_blocks_outside_the_mask_and_nothing_for_an_empty_one():
+    """Masked attention: a query attends where its mask logit is >= 0 (sigmoid >= 0.5); one
+    whose mask is empty everywhere attends everywhere; the rows repeat per head, batch-major
+    (nn.MultiheadAttention's layout), against a loop by hand."""
+    from celseg.models.transformer_decoder import TransformerDecoder
+
+    decoder = TransformerDecoder(hidden_dim=16, mask_dim=8, num_queries=3, nheads=2)
+    logits = torch.tensor([[[[1.0, -1.0], [0.0, -2.0]], [[-1.0, -1.0], [-3.0, -0.5]],
+                            [[2.0, 2.0], [2.0, 2.0]]]]).repeat(2, 1, 1, 1)  # (2,3,2,2)
+    logits[1, 0] = -1.0  # image 1: query 0 empty too
+    blocked = decoder._blocked(logits)
+    assert blocked.shape == (2 * 2, 3, 4) and blocked.dtype == torch.bool
+    for b in range(2):
+        for q in range(3):
+            row = [bool(v < 0) for v in logits[b, q].flatten()]
+            expected = [False] * 4 if all(row) else row
+            for h in range(2):
+                assert blocked[b * 2 + h, q].tolist() == expected
 
 
 def test_full_pixel_decoder_keeps_its_initial_weights():

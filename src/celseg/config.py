@@ -132,8 +132,10 @@ class ModelConfig:
     # docs/BENCHMARKS.md and docs/RESULTS.md): "full" (dense), "separable" (depthwise +
     # pointwise everywhere), "light" (depthwise + pointwise at stride 4 only) or "pointwise"
     # (none at stride 4; the default: it trains faster, and with the time spent on more
-    # iterations it matches "full")
-    pixel_decoder_conv: str = spec("pointwise", one_of("full", "separable", "light", "pointwise"))
+    # iterations it matches "full"), or "lean" (none at stride 4, depthwise + pointwise on the
+    # memory levels)
+    pixel_decoder_conv: str = spec("pointwise", one_of("full", "separable", "light", "pointwise",
+                                                       "lean"))
     logit_scale_init: float = spec(100.0, above(0))
     learn_logit_scale: bool = True
 

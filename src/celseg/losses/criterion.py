@@ -232,9 +232,10 @@ class SetCriterion(nn.Module):
             coords = importance_coords(src, count, self.oversample_ratio,
                                        self.importance_sample_ratio)
             pred = read_bilinear(src[:, None], coords)[:, 0]
-            flat = nearest_index(coords, *labels_vocab.shape[-2:])
-            # (N,P); a gather, not labels[batch_idx[:, None], flat] (several times slower)
-            label_points = labels_vocab.flatten(1).index_select(0, batch_idx).gather(1, flat)
+            height, width = labels_vocab.shape[-2:]
+            flat = nearest_index(coords, height, width) + (batch_idx * (height * width))[:, None]
+            # (N,P) read from the whole map by flat index: no (N,H*W) copy of the pairs' maps
+            label_points = labels_vocab.take(flat)
             tgt = (label_points == classes.to(label_points.device)[:, None]).float()
             weights = (label_points != self.ignore_index).float()
         bce = sigmoid_bce(pred, tgt, weights).sum()

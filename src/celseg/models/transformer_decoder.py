@@ -149,7 +149,9 @@ class TransformerDecoder(nn.Module):
     def _blocked(self, m: torch.Tensor) -> torch.Tensor:
         """(B,Q,h,w) logits at a level's size -> (B*heads, Q, h*w) bool attention mask."""
         blocked = m.flatten(2) < 0  # sigmoid(m) < 0.5; (B, Q, L)
-        blocked[blocked.all(-1)] = False  # an empty mask would give NaN: attend everywhere
+        # an empty mask would give NaN: attend everywhere (an elementwise op, not an index
+        # assignment, which needs the nonzero rows: one graph for a trace or torch.compile)
+        blocked = blocked & ~blocked.all(-1, keepdim=True)
         return blocked.repeat_interleave(self.nheads, dim=0)
 
     def levels(self, memory: list[torch.Tensor]) -> tuple[list, list, list]:
