@@ -58,6 +58,12 @@ def bench_args(doc: str, ckpt: bool = True, repeats: int = 15) -> argparse.Names
     return args
 
 
+def write_rows(out: str | None, rows: list[dict]) -> None:
+    """Write the rows as JSON to ``out`` (the A/B benchmarks' ``--out``), if given."""
+    if out:
+        Path(out).write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     args = bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats)

@@ -247,6 +247,40 @@ def test_point_pixel_loss_reads_the_scores_at_its_points(has_background):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
+def test_point_mask_terms_read_each_pairs_own_image_by_hand(monkeypatch):
+    """The mask terms at points: pair i's target at a point is "the label at the nearest pixel
+    of its own image equals its class", ignore pixels weigh 0; against a loop by hand, with the
+    points fixed (importance sampling replaced by given coordinates)."""
+    from celseg.losses import criterion as criterion_module
+    from celseg.losses.criterion import SetCriterion
+
+    g = torch.Generator().manual_seed(8)
+    labels = torch.randint(0, 4, (3, 20, 24), generator=g)
+    labels[1, :4] = 255
+    masks = torch.randn(3, 5, 5, 6, generator=g)
+    pairs = (torch.tensor([0, 1, 1, 2]), torch.tensor([4, 0, 2, 1]), torch.tensor([0, 1, 0, 0]))
+    classes = torch.tensor([2, 0, 3, 1])
+    coords = torch.rand(4, 30, 2, generator=g)
+    monkeypatch.setattr(criterion_module, "importance_coords", lambda src, count, *a: coords)
+    crit = SetCriterion(HungarianMatcher(num_points=30), {"loss_mask": 1.0, "loss_dice": 1.0},
+                        has_background=False, num_points=30)
+    bce, dice = crit.mask_terms(masks, [], pairs, classes, labels, num_masks=2)
+    want_bce = want_dice = 0.0
+    for i in range(4):
+        b, q = int(pairs[0][i]), int(pairs[1][i])
+        pred = F.grid_sample(masks[b, q][None, None], (coords[i] * 2 - 1)[None, None],
+                             mode="bilinear", align_corners=False)[0, 0, 0]
+        at = torch.tensor([int(labels[b, min(int(y * 20), 19), min(int(x * 24), 23)])
+                           for x, y in coords[i].tolist()])
+        tgt, w = (at == classes[i]).float(), (at != 255).float()
+        want_bce += (w * F.binary_cross_entropy_with_logits(pred, tgt, reduction="none")).sum() \
+            / w.sum().clamp_min(1)
+        s = pred.sigmoid()
+        want_dice += 1 - (2 * (w * s * tgt).sum() + 1) / ((w * s).sum() + (w * tgt).sum() + 1)
+    torch.testing.assert_close(bce, want_bce / 2)
+    torch.testing.assert_close(dice, want_dice / 2)
+
+
 def test_decoder_inference_path_equals_the_final_training_prediction():
     torch.manual_seed(0)
     decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=4,
