@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import types
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from bench_speed import (
-    NAMES,
     VARIANTS,
     _batch,
     _inference_model,
@@ -40,11 +37,12 @@ from bench_speed import (
     alternating_ms,
     backbone_step,
     train_step,
+    vocabulary,
 )
 from bench_traced_head import SETTINGS, bench_args
+from bench_train import write_rows
 
 from celseg.engine.schedule import build_optimizer
-from celseg.losses.targets import build_vocab_lut
 from celseg.models.mask_features import MaskFeatures
 
 TRAIN_SETTINGS = ((128, 8),)
@@ -141,8 +139,7 @@ def step_rows(repeats: int, size: int = 128, batch: int = 8) -> list[dict]:
     """The ``step`` rows (see the module docstring), ms medians."""
     rows = []
     dev = torch.device("cpu")
-    emb = F.normalize(torch.randn(len(NAMES), 384), dim=-1)
-    lut = build_vocab_lut(list(range(len(NAMES))))
+    emb, lut = vocabulary(dev)
     batches = [_batch(i * batch, batch, size) for i in range(4)]
     turn = itertools.count()
 
@@ -192,8 +189,7 @@ def main() -> None:
               f"decoder {what}: before {r['before_ms']:.2f} ms, now {r['now_ms']:.2f} ms "
               f"({r['now_ms'] / r['before_ms']:.2f}x); masks differ by "
               f"{r['max_abs_diff']:.2g} at most, {r['sign_flips']} of {r['mask_pixels']} signs")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

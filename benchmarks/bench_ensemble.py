@@ -19,13 +19,13 @@ last two to the backbone.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_train import write_rows
 
 from celseg.config import EvalConfig, ModelConfig
 from celseg.engine.protocol import build_inference
@@ -122,8 +122,7 @@ def main() -> None:
             return (f"{r[p + '_ms']:.1f} ({r[p + '_ratio']:.2f}x)" if p + "_ms" in r else "-")
         print(f"| {r['model']} | {r['size']} | {r['backbone_ms']:.1f} | {cell('segmenter')} | "
               f"{cell('ensemble')} | {cell('two_stage')} |")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ decreases, so later rows include earlier ones), ``torch.cuda.max_memory_allocate
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import torch
+from bench_train import write_rows
 
 from celseg.config import ModelConfig
 from celseg.models.build import build_segmenter
@@ -77,9 +77,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['size']:>4} px  latency {r['latency_ms']:8.1f} ms  "
               f"{r['images_per_s']:7.1f} img/s  peak {r['peak_mem_mb']:.0f} MB")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

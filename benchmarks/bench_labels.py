@@ -15,11 +15,10 @@ every cell is a boundary.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 from bench_speed import _batch, _inference_model, alternating_ms
+from bench_train import write_rows
 
 from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
@@ -86,8 +85,7 @@ def main() -> None:
         print(f"image {r['image']}, {r['size']} px, {r['weights']} weights: dense "
               f"{r['dense_ms']:.1f} ms, labels {r['labels_ms']:.1f} ms; argmax "
               f"{r['argmax_ms']:.1f} ms, first_argmax {r['first_argmax_ms']:.1f} ms")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ to float rounding (checked here too).
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from bench_traced_head import bench_args
+from bench_train import write_rows
 
 from celseg.models.mask_features import MaskFeatures
 
@@ -78,8 +77,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['pass']}, {r['size']} px, batch {r['batch']}: dense {r['dense_ms']:.1f} ms, "
               f"factored {r['factored_ms']:.1f} ms ({r['ratio']:.2f}x)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ is the default config's (``loss.num_points`` points per image, capped at the mas
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from bench_train import write_rows
 
 from celseg.config import LossConfig
 from celseg.losses.matcher import HungarianMatcher
@@ -60,9 +60,7 @@ def main() -> None:
     for r in (rows := run(args.device)):
         print(f"matcher {r['size']} px, {r['queries']} queries, {r['segments_per_image']:.1f} "
               f"segments: {r['ms_per_image']:.2f} ms/image")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

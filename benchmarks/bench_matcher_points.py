@@ -11,12 +11,10 @@ same points (the same seed), so their assignments are compared too.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from bench_speed import NAMES, _batch, alternating_ms
 from bench_traced_head import bench_args
+from bench_train import write_rows
 
 from celseg.config import LossConfig
 from celseg.losses.mask_terms import points_for, read_nearest, uniform_coords
@@ -75,8 +73,7 @@ def main() -> None:
               f"{r['grouped_ms_per_image']:.2f} ms/image "
               f"({r['grouped_ms_per_image'] / r['every_point_ms_per_image']:.2f}x); "
               f"same assignments: {r['same_assignments']}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

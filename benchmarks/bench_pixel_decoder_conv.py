@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import bench_speed as speed
 import torch
-import torch.nn.functional as F
-from bench_traced_head import bench_args, write_rows
+from bench_traced_head import bench_args
+from bench_train import write_rows
 
 from celseg.config import EvalConfig
 from celseg.engine.protocol import build_inference
-from celseg.losses.targets import build_vocab_lut
 
 OPTIONS = ("pointwise", "lean")
 INFERENCE = ((128, 1), (512, 1), (128, 16))  # size, batch
@@ -38,8 +37,7 @@ def _row(bench: str, size: int, batch: int, ms: dict[str, float]) -> dict:
 
 def train_row(repeats: int, options=OPTIONS, size: int = 128, batch: int = 8) -> dict:
     dev = torch.device("cpu")
-    emb = F.normalize(torch.randn(len(speed.NAMES), 384), dim=-1)
-    lut = build_vocab_lut(list(range(len(speed.NAMES))))
+    emb, lut = speed.vocabulary(dev)
     images, labels = speed._batch(0, batch, size)
     fns = {}
     for conv in options:

@@ -13,14 +13,12 @@ machine whose speed drifts. Also checks that both versions give the same outputs
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_train import _batch
+from bench_train import _batch, write_rows
 
 from celseg.models.efficientnet_lite import Conv2dSame, EfficientNetLite0
 
@@ -84,8 +82,7 @@ def main() -> None:
         print(f"{what} {size} px batch {batch}: pad first {rows[-1]['old_ms']:.1f} ms, "
               f"conv pads {rows[-1]['new_ms']:.1f} ms, median pair ratio {ratio:.2f}, "
               f"same outputs: {same}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

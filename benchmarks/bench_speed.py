@@ -23,14 +23,13 @@ alternately, step by step, and their medians compared, so load on the machine hi
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_train import _batch
+from bench_train import _batch, write_rows
 
 from celseg.config import EvalConfig, load_config
 from celseg.data.classes import load_classes
@@ -88,6 +87,13 @@ def _shared_vlm() -> str:
     return str(folder)
 
 
+def vocabulary(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random-weight benchmarks' vocabulary: (len(NAMES), 384) random unit text embeddings
+    and the look-up table of its class ids."""
+    return (F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1),
+            build_vocab_lut(list(range(len(NAMES)))))
+
+
 def _parts(overrides: list[str], dev: torch.device, queries: int | None = None):
     sized = [f"model.num_queries={queries}"] if queries else []
     cfg = load_config(None, ["model.pretrained=false", *overrides, *sized])
@@ -120,8 +126,7 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
                 size: int = 128, batch: int = 8) -> dict:
     """Median training step against its reference (see the module docstring)."""
     cfg, model, criterion, optimizer = _parts(overrides, dev)
-    emb = F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1)
-    lut = build_vocab_lut(list(range(len(NAMES))))
+    emb, lut = vocabulary(dev)
     shared = model.vlm_tower_is_shared
     refs, stepped = [], []
     for i in range(steps + 2):
@@ -160,7 +165,7 @@ def _inference_model(dev: torch.device, ckpt: str | None, extra: tuple[str, ...]
     the ``extra`` config overrides."""
     if ckpt is None:
         _, model, _, _ = _parts(list(extra), dev)
-        return model.eval(), F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1), NAMES
+        return model.eval(), vocabulary(dev)[0], NAMES
     model, cfg = load_segmenter(ckpt, dev)
     names = load_classes(cfg.data.root).names
     return model, class_text_embeddings(cfg.model.vlm, names, dev), names
@@ -299,8 +304,7 @@ def main() -> None:
             print(f"VOC training ({r['size']} px, batch {r['batch']}, {r['queries']} queries): "
                   f"{r['step_s']:.3f} s/step, "
                   f"{r['images_per_s']:.1f} img/s, peak {r['peak_mem_mb']:.0f} MB")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

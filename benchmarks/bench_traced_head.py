@@ -10,11 +10,10 @@ images; the two outputs are compared bit for bit.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 from bench_speed import _batch, _inference_model, alternating_ms
+from bench_train import write_rows
 
 from celseg.models.traced_head import TracedHead
 
@@ -58,12 +57,6 @@ def bench_args(doc: str, ckpt: bool = True, repeats: int = 15) -> argparse.Names
     return args
 
 
-def write_rows(out: str | None, rows: list[dict]) -> None:
-    """Write the rows as JSON to ``out`` (the A/B benchmarks' ``--out``), if given."""
-    if out:
-        Path(out).write_text(json.dumps(rows, indent=1))
-
-
 def main() -> None:
     args = bench_args(__doc__)
     rows = measure(args.ckpt, args.repeats)
@@ -71,8 +64,7 @@ def main() -> None:
         print(f"{r['size']} px, batch {r['batch']}, {r['weights']} weights: head eager "
               f"{r['eager_ms']:.2f} ms, traced {r['traced_ms']:.2f} ms "
               f"({r['traced_ms'] / r['eager_ms']:.2f}x), bit-identical: {r['bit_identical']}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

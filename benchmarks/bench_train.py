@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ from celseg.engine.vocab import training_vocabulary
 from celseg.losses.criterion import build_criterion
 from celseg.losses.targets import labels_to_targets, labels_to_vocab
 from celseg.models.build import MODES, build_segmenter
+
+
+def write_rows(out: str | None, rows) -> None:
+    """Write the rows as JSON to ``out`` (every benchmark's ``--out``), if given."""
+    if out:
+        Path(out).write_text(json.dumps(rows, indent=1))
 
 
 def _batch(start: int, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +98,7 @@ def main() -> None:
     for r in rows:
         print(f"train {r['mode']}: {r['step_s']:.3f} s/step  {r['images_per_s']:.1f} img/s  "
               f"peak {r['peak_mem_mb']:.0f} MB")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,18 @@ def test_attention_mask_blocks_outside_the_mask_and_nothing_for_an_empty_one():
                 assert blocked[b * 2 + h, q].tolist() == expected
 
 
+def test_config_accepts_every_pixel_decoder_conv_and_names_a_wrong_one():
+    """``model.pixel_decoder_conv`` takes exactly the pixel decoder's options (two lists, one
+    torch-free in the config: kept in step here); a wrong one is an error naming it."""
+    from celseg.models.pixel_decoder import CONVS
+
+    for conv in CONVS:
+        assert load_config(None, [f"model.pixel_decoder_conv={conv}"]).model.pixel_decoder_conv \
+            == conv
+    with pytest.raises(CelsegError, match="slim"):
+        load_config(None, ["model.pixel_decoder_conv=slim"])
+
+
 def test_full_pixel_decoder_keeps_its_initial_weights():
     """The dense decoder's parameters are built in the order of before the options existed
     (res2 output first), so a seed gives the same initial weights as the runs made with it."""
