@@ -41,19 +41,25 @@ def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
     return rows
 
 
-def bench_args(doc: str, ckpt: bool = True, repeats: int = 15) -> argparse.Namespace:
-    """``--ckpt`` (with ``ckpt``), ``--repeats`` (default ``repeats``) and ``--out``, the options
-    of the A/B benchmarks (this one, bench_attn_masks, bench_matcher_points,
-    bench_mask_features), checked."""
+def bench_args(doc: str, ckpt: bool = True, repeats: int = 15,
+               overrides: bool = False) -> argparse.Namespace:
+    """``--ckpt`` (with ``ckpt``), ``--set`` (with ``overrides``), ``--repeats`` (default
+    ``repeats``) and ``--out``, the options of the A/B benchmarks (this one, bench_attn_masks,
+    bench_matcher_points, bench_mask_features, bench_head_floor), checked."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     if ckpt:
         parser.add_argument("--ckpt", default=None,
                             help="a trained run folder (else random weights)")
+    if overrides:
+        parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                            help="config overrides of the random-weight model")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed repeats (median)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if overrides and args.set and getattr(args, "ckpt", None):
+        parser.error("--set applies to the random-weight model; leave out --ckpt")
     return args
 
 

@@ -61,6 +61,10 @@ def test_a_trace_holds_its_resize_plans_as_constants():
     graph = str(trace.graph)
     assert "aten::index_select" in graph  # the rows the resize reads are gathered
     assert "aten::eye" not in graph and "aten::upsample_linear1d" not in graph
+    # the memory levels' sine position codes are cached per size: constants too
+    assert "aten::sin" not in graph and "aten::cos" not in graph
+    assert all(isinstance(s, int) for key in model.transformer_decoder._positions
+               for s in key[0])
 
 
 def test_traced_only_after_a_shape_repeats_and_only_at_inference():

@@ -87,6 +87,12 @@ class Segmenter(nn.Module):
             feats, vlm_dense = self.backbone.forward_shared(images)
         else:
             feats = self.backbone.forward_features(images)
+        return self.decode(feats, text_emb, vlm_dense)
+
+    def decode(self, feats: dict[str, torch.Tensor], text_emb: torch.Tensor,
+               vlm_dense: torch.Tensor | None = None) -> dict:
+        """Everything after the backbone: its features res2..res5 (and the VLM's dense
+        features where the tower is shared) -> the outputs of :meth:`forward`."""
         preds = None if self.traced_head is None else self.traced_head(feats)
         if preds is None:
             mask_features, memory = self.pixel_decoder(feats)

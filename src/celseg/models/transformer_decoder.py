@@ -141,7 +141,12 @@ class TransformerDecoder(nn.Module):
     def _position(self, m: torch.Tensor) -> torch.Tensor:
         """The (B, h*w, d) sine code of a memory level, computed once per size and device."""
         # inference-mode tensors must not reach autograd, so they are cached apart
-        key = (tuple(m.shape[-2:]), m.dtype, m.device, torch.is_inference_mode_enabled())
+        # int(): a trace sees sizes as tensors, which missed the cache and recorded the code's
+        # arange, sin and cos, about 120 of the 527 operators of the default head's trace
+        # (the same values; they were too small to cost measurable time:
+        # benchmarks/bench_head_floor.py)
+        key = (tuple(int(s) for s in m.shape[-2:]), m.dtype, m.device,
+               torch.is_inference_mode_enabled())
         if key not in self._positions:
             self._positions[key] = sine_position_embedding(m[:1], self.hidden_dim).detach()
         return self._positions[key].expand(m.shape[0], -1, -1)
