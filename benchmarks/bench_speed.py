@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from bench_train import _batch, write_rows
 
+from celseg.ablation.demo import config_path
 from celseg.config import EvalConfig, load_config
 from celseg.data.classes import load_classes
 from celseg.engine.checkpoint import load_segmenter
@@ -94,9 +95,12 @@ def vocabulary(dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
             build_vocab_lut(list(range(len(NAMES)))))
 
 
-def _parts(overrides: list[str], dev: torch.device, queries: int | None = None):
+def _parts(overrides: list[str], dev: torch.device, queries: int | None = None,
+           base: str = "synthetic.yaml"):
+    """(config, model, criterion, optimizer) of the ``base`` config in configs/ (by default the
+    shipped default model of the demo and the ablation) with random weights and ``overrides``."""
     sized = [f"model.num_queries={queries}"] if queries else []
-    cfg = load_config(None, ["model.pretrained=false", *overrides, *sized])
+    cfg = load_config(config_path(base), ["model.pretrained=false", *overrides, *sized])
     torch.manual_seed(0)
     model = build_segmenter(cfg.model, 384).to(dev).train()
     criterion = build_criterion(cfg.loss, model.has_background).to(dev)
@@ -161,8 +165,8 @@ def train_ratio(name: str, overrides: list[str], dev: torch.device, steps: int,
 
 def _inference_model(dev: torch.device, ckpt: str | None, extra: tuple[str, ...] = ()):
     """(model, text embeddings (V,D), names): a trained checkpoint with its vocabulary (every
-    name of its dataset, embedded by its VLM), or the default model with random weights and
-    the ``extra`` config overrides."""
+    name of its dataset, embedded by its VLM), or the shipped default model with random
+    weights and the ``extra`` config overrides."""
     if ckpt is None:
         _, model, _, _ = _parts(list(extra), dev)
         return model.eval(), vocabulary(dev)[0], NAMES
@@ -220,7 +224,7 @@ def voc_throughput(dev: torch.device, steps: int = 5, size: int = 512, batch: in
     """Training img/s and peak memory at the paper's VOC config (512 px crop, batch 16, 100
     queries, mixed precision on CUDA)."""
     cfg, model, criterion, optimizer = _parts([*VARIANTS["ranking"], *extra], dev,
-                                              queries=queries)
+                                              queries=queries, base="paper/voc_base.yaml")
     emb = F.normalize(torch.randn(20, 384, device=dev), dim=-1)
     lut = build_vocab_lut(list(range(20)))
     scaler = torch.amp.GradScaler(enabled=dev.type == "cuda")

@@ -244,6 +244,46 @@ def test_config_accepts_every_pixel_decoder_conv_and_names_a_wrong_one():
         load_config(None, ["model.pixel_decoder_conv=slim"])
 
 
+@pytest.mark.parametrize("levels, layers, expected", [
+    ("", 3, ["res5", "res4", "res3"]), ("", 1, ["res5"]), ("res4", 1, ["res4"]),
+    ("res3, res5", 3, ["res3", "res5"])])
+def test_dec_levels_choose_the_memory_the_layers_read(levels, layers, expected):
+    """``model.dec_levels`` names the memory levels the decoder reads round robin (default: the
+    first min(3, dec_layers) of res5, res4, res3); only those get an output convolution, each
+    layer attends to its level's tokens (strides 32, 16, 8), and every parameter trains."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, dec_layers=layers, dec_levels=levels)
+    model = build_segmenter(cfg, D).train()
+    assert model.pixel_decoder.memory_names == expected
+    assert sorted(model.pixel_decoder.output) == sorted(expected)  # pointwise: no res2 conv
+    assert model.transformer_decoder.level_embed.num_embeddings == len(expected)
+    images = torch.randn(2, 3, 64, 64)
+    feats = model.backbone.forward_features(images)
+    _, memory = model.pixel_decoder(feats)
+    stride = {"res5": 32, "res4": 16, "res3": 8}
+    assert [tuple(m.shape[-2:]) for m in memory] == [(64 // stride[n],) * 2 for n in expected]
+    seen = []  # the (tokens) each layer's cross-attention reads, in order
+    hooks = [layer.register_forward_hook(lambda mod, args, out: seen.append(args[2].shape[1]))
+             for layer in model.transformer_decoder.layers]
+    out = model(images, _text(5))
+    for h in hooks:
+        h.remove()
+    assert seen == [(64 // stride[expected[i % len(expected)]]) ** 2 for i in range(layers)]
+    sum(o["pred_masks"].mean() + o["pred_logits"].mean()
+        for o in [out, *out["aux_outputs"]]).backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_wrong_dec_levels_are_named():
+    """An unknown or repeated level is a config error naming the value; more levels than
+    layers (a level no layer reads) is an error naming both keys."""
+    for bad, text in (("res6", "res6"), ("res4,res4", "twice")):
+        with pytest.raises(CelsegError, match=text):
+            load_config(None, [f"model.dec_levels={bad}"])
+    with pytest.raises(CelsegError, match="dec_layers is 1"):
+        build_segmenter(dataclasses.replace(TINY, dec_layers=1, dec_levels="res4,res3"), D)
+
+
 def test_full_pixel_decoder_keeps_its_initial_weights():
     """The dense decoder's parameters are built in the order of before the options existed
     (res2 output first), so a seed gives the same initial weights as the runs made with it."""

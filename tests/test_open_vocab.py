@@ -143,3 +143,20 @@ def test_real_data_ov_eval_is_the_embedded_cross_dataset_path(tiny_run, voc_root
     assert scores["n_shared"] == 0 and scores["n_new"] == 20
     ov_scores = open_vocab.protocol_scores(embedded, ["red circle", "grass", "sand"])
     assert ov_scores["segmenter"]["n_shared"] == 3
+
+
+def test_the_ablation_report_keeps_the_open_vocab_section(tmp_path):
+    """Rewriting the ablation's report (celseg ablate, --report-only too) keeps the section the
+    open-vocab study wrote, once, after the notes; without one it adds none."""
+    from celseg.ablation.report import write_results
+
+    doc = tmp_path / "RESULTS.md"
+    write_results(doc, {}, [], "celseg ablate", {}, None, notes="NOTES")
+    assert open_vocab.MARK_BEGIN not in doc.read_text()
+    open_vocab.replace_section(doc, "## OV\n\ntransfer table\n")
+    for _ in range(2):
+        write_results(doc, {}, [], "celseg ablate", {}, None, notes="NEW NOTES")
+        text = doc.read_text()
+        assert text.count(open_vocab.MARK_BEGIN) == 1 == text.count(open_vocab.MARK_END)
+        assert "transfer table" in text and "NEW NOTES" in text
+        assert text.index("NEW NOTES") < text.index(open_vocab.MARK_BEGIN)

@@ -27,6 +27,7 @@ from celseg.config_rules import (
     device_name,
     existing_dir,
     multiple_of,
+    name_list,
     not_above,
     not_below,
     not_empty,
@@ -125,6 +126,9 @@ class ModelConfig:
     mask_dim: int = spec(128, at_least(1))
     num_queries: int = spec(16, at_least(1))
     dec_layers: int = spec(3, at_least(1))
+    # the memory levels the decoder layers read, round robin, comma-separated (e.g. "res4");
+    # "": the first min(3, dec_layers) of res5, res4, res3 (Mask2Former's coarse-to-fine order)
+    dec_levels: str = spec("", name_list("res5", "res4", "res3"))
     nheads: int = spec(4, at_least(1))
     dim_feedforward: int = spec(512, at_least(1))
     masked_attention: bool = True

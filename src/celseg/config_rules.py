@@ -53,6 +53,21 @@ def one_of(*choices: str) -> Rule:
                  f"one of {listed}")
 
 
+def name_list(*choices: str) -> Rule:
+    """A comma-separated list of distinct names out of ``choices``; ``""`` allowed (a default)."""
+    listed = ", ".join(repr(c) for c in choices)
+
+    def check(v: str, _: Any) -> str | None:
+        names = [n.strip() for n in v.split(",")] if v.strip() else []
+        bad = [n for n in names if n not in choices]
+        if bad:
+            return f"lists {bad[0]!r}, which is not one of {listed}"
+        if len(set(names)) < len(names):
+            return "lists a name twice"
+        return None
+    return _rule(check, f"comma-separated, each one of {listed}")
+
+
 def not_empty() -> Rule:
     return _rule(lambda v, _: None if str(v).strip() else "must not be empty", "not empty")
 

@@ -183,6 +183,16 @@ def target_line(table: dict) -> str:
             f"(ensemble) on them: {ours:.1f} vs {best:.1f} = {ratio:.2f} x oracle: {verdict}.")
 
 
+def kept_section(path: str | Path) -> str:
+    """The open-vocab block of ``path``, markers included ("" when absent): what a rewrite of
+    the rest of the file (the ablation's report) keeps."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    if MARK_BEGIN not in text or MARK_END not in text:
+        return ""
+    return MARK_BEGIN + text.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END
+
+
 def replace_section(path: str | Path, section: str) -> Path:
     """Write ``section`` between the open-vocab markers of ``path`` (appended when absent)."""
     from celseg.io.atomic import write_text

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from celseg.ablation.open_vocab import kept_section
 from celseg.ablation.runner import RunRecord
 from celseg.data.classes import load_classes
 from celseg.data.dataset import SegmentationDataset
@@ -240,6 +241,9 @@ def write_results(path: Path, table: dict, records: list[RunRecord], command: st
                   f"![ablation examples]({rel})"]
     if notes:
         parts += ["", notes]
+    kept = kept_section(path)  # the open-vocab study's section, written by its own command
+    if kept:
+        parts += ["", kept]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(parts) + "\n")

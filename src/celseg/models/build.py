@@ -6,12 +6,25 @@ from celseg.config import ModelConfig
 from celseg.errors import CelsegError
 from celseg.models.backbone import build_backbone
 from celseg.models.classifier import TextClassifier
-from celseg.models.pixel_decoder import FPNPixelDecoder
+from celseg.models.pixel_decoder import MEMORY_ORDER, FPNPixelDecoder
 from celseg.models.segmenter import Segmenter
 from celseg.models.transformer_decoder import TransformerDecoder
 from celseg.models.vlm_backbone import VLM_BACKBONE, vlm_backbone
 
 MODES = ("background_free", "background_embedding")
+
+
+def memory_levels(cfg: ModelConfig) -> tuple[str, ...]:
+    """The memory levels the decoder layers read, round robin (``model.dec_levels``; by default
+    the first min(3, dec_layers) of res5, res4, res3)."""
+    if not cfg.dec_levels.strip():
+        return MEMORY_ORDER[:min(3, cfg.dec_layers)]
+    names = tuple(n.strip() for n in cfg.dec_levels.split(","))
+    if len(names) > cfg.dec_layers:
+        raise CelsegError(
+            f"model.dec_levels '{cfg.dec_levels}' names {len(names)} levels but model.dec_layers "
+            f"is {cfg.dec_layers}: a level no layer reads would get no gradient")
+    return names
 
 
 def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
@@ -33,7 +46,7 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
         )
     if cfg.dec_layers < 1:
         raise CelsegError(f"model.dec_layers must be >= 1, got {cfg.dec_layers}")
-    levels = min(3, cfg.dec_layers)  # memory levels the decoder layers read, round robin
+    levels = memory_levels(cfg)
     if cfg.backbone == VLM_BACKBONE:
         backbone = vlm_backbone(cfg.vlm, embed_dim, cfg.hidden_dim, cfg.vlm_input_scale,
                                 cfg.vlm_original_strides)
@@ -50,7 +63,7 @@ def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
         num_layers=cfg.dec_layers,
         nheads=cfg.nheads,
         dim_feedforward=cfg.dim_feedforward,
-        num_levels=levels,
+        num_levels=len(levels),
         masked_attention=cfg.masked_attention,
     )
     classifier = TextClassifier(

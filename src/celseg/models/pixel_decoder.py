@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +12,7 @@ from celseg.models.backbone import LEVELS
 from celseg.models.mask_features import MaskFeatures
 
 CONVS = ("full", "separable", "light", "pointwise", "lean")
+MEMORY_ORDER = ("res5", "res4", "res3")  # the decoder's default memory, coarse to fine
 
 
 def group_norm(dim: int) -> nn.GroupNorm:
@@ -42,8 +45,9 @@ class FPNPixelDecoder(nn.Module):
         in_channels: channels of res2..res5 (``backbone.channels``).
         conv_dim: channels of every pyramid level (the transformer decoder's hidden size).
         mask_dim: channels of the per-pixel mask embedding.
-        memory_levels: how many of res5, res4, res3 the decoder reads (1-3); the others get no
-            output convolution (it would receive no gradient).
+        memory_levels: the levels the decoder reads, in its order: names out of res5, res4,
+            res3, or a count n for the first n of them (1-3); the others get no output
+            convolution (it would receive no gradient).
         conv: the 3 x 3 output convolutions. ``"full"``: dense everywhere. ``"separable"``:
             depthwise-separable everywhere; at stride 4 the pointwise half is ``mask_proj``
             itself (depthwise -> norm -> ReLU -> mask_proj). ``"light"``: dense on the decoder's
@@ -60,10 +64,9 @@ class FPNPixelDecoder(nn.Module):
             time of 400 dense ones, matches ``full`` (docs/RESULTS.md).
 
     ``forward(features)`` returns ``(mask_features, memory)``: :class:`MaskFeatures` of
-    (B, mask_dim, H/4, W/4), and ``memory``
-    ``[(B, conv_dim, H/32, W/32), (B, conv_dim, H/16, W/16),
-    (B, conv_dim, H/8, W/8)][:memory_levels]``, coarse to fine, for the decoder's
-    cross-attention.
+    (B, mask_dim, H/4, W/4), and ``memory``, one (B, conv_dim, H/s, W/s) map per name of
+    ``memory_levels`` in its order (s = 32, 16, 8 for res5, res4, res3; by default
+    ``[res5, res4, res3]``, coarse to fine), for the decoder's cross-attention.
     """
 
     def __init__(
@@ -71,15 +74,21 @@ class FPNPixelDecoder(nn.Module):
         in_channels: dict[str, int],
         conv_dim: int = 128,
         mask_dim: int = 128,
-        memory_levels: int = 3,
+        memory_levels: int | Sequence[str] = 3,
         conv: str = "full",
     ) -> None:
         super().__init__()
-        if not 1 <= memory_levels <= 3:
-            raise ValueError(f"memory_levels must be 1, 2 or 3, got {memory_levels}")
+        if isinstance(memory_levels, int):
+            if not 1 <= memory_levels <= 3:
+                raise ValueError(f"memory_levels must be 1, 2 or 3, got {memory_levels}")
+            memory_levels = MEMORY_ORDER[:memory_levels]
+        names = list(memory_levels)
+        if not names or len(set(names)) < len(names) or not set(names) <= set(MEMORY_ORDER):
+            raise ValueError(f"memory_levels must be distinct names out of "
+                             f"{', '.join(MEMORY_ORDER)}, got {names}")
         if conv not in CONVS:
             raise ValueError(f"conv must be one of {', '.join(CONVS)}, got {conv!r}")
-        self.memory_names = ["res5", "res4", "res3"][:memory_levels]
+        self.memory_names = names
         self.lateral = nn.ModuleDict(
             {k: conv_norm_relu(in_channels[k], conv_dim, 1) for k in LEVELS}
         )
