@@ -53,12 +53,17 @@ def one_of(*choices: str) -> Rule:
                  f"one of {listed}")
 
 
+def split_names(value: str) -> list[str]:
+    """The names of a comma-separated value, stripped; ``[]`` for an empty one."""
+    return [n.strip() for n in value.split(",")] if value.strip() else []
+
+
 def name_list(*choices: str) -> Rule:
     """A comma-separated list of distinct names out of ``choices``; ``""`` allowed (a default)."""
     listed = ", ".join(repr(c) for c in choices)
 
     def check(v: str, _: Any) -> str | None:
-        names = [n.strip() for n in v.split(",")] if v.strip() else []
+        names = split_names(v)
         bad = [n for n in names if n not in choices]
         if bad:
             return f"lists {bad[0]!r}, which is not one of {listed}"

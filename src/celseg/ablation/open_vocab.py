@@ -183,14 +183,23 @@ def target_line(table: dict) -> str:
             f"(ensemble) on them: {ours:.1f} vs {best:.1f} = {ratio:.2f} x oracle: {verdict}.")
 
 
-def kept_section(path: str | Path) -> str:
-    """The open-vocab block of ``path``, markers included ("" when absent): what a rewrite of
-    the rest of the file (the ablation's report) keeps."""
+def _split_at_section(path: str | Path) -> tuple[str, str, str] | None:
+    """The text of ``path`` as (before, the open-vocab block with its markers, after), or None
+    when the file or its markers are absent."""
     path = Path(path)
     text = path.read_text() if path.is_file() else ""
     if MARK_BEGIN not in text or MARK_END not in text:
-        return ""
-    return MARK_BEGIN + text.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END
+        return None
+    head, rest = text.split(MARK_BEGIN, 1)
+    inside, tail = rest.split(MARK_END, 1)
+    return head, MARK_BEGIN + inside + MARK_END, tail
+
+
+def kept_section(path: str | Path) -> str:
+    """The open-vocab block of ``path``, markers included ("" when absent): what a rewrite of
+    the rest of the file (the ablation's report) keeps."""
+    parts = _split_at_section(path)
+    return "" if parts is None else parts[1]
 
 
 def replace_section(path: str | Path, section: str) -> Path:
@@ -198,13 +207,13 @@ def replace_section(path: str | Path, section: str) -> Path:
     from celseg.io.atomic import write_text
 
     path = Path(path)
-    text = path.read_text() if path.is_file() else ""
     block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        text = head + block + tail
+    parts = _split_at_section(path)
+    if parts is not None:
+        head, _, tail = parts
+        text = head + block + tail.lstrip("\n")
     else:
+        text = path.read_text() if path.is_file() else ""
         text = text.rstrip("\n") + ("\n\n" if text else "") + block
     return write_text(path, text)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celseg.config import ModelConfig
+from celseg.config_rules import split_names
 from celseg.errors import CelsegError
 from celseg.models.backbone import build_backbone
 from celseg.models.classifier import TextClassifier
@@ -17,9 +18,9 @@ MODES = ("background_free", "background_embedding")
 def memory_levels(cfg: ModelConfig) -> tuple[str, ...]:
     """The memory levels the decoder layers read, round robin (``model.dec_levels``; by default
     the first min(3, dec_layers) of res5, res4, res3)."""
-    if not cfg.dec_levels.strip():
+    names = tuple(split_names(cfg.dec_levels))
+    if not names:
         return MEMORY_ORDER[:min(3, cfg.dec_layers)]
-    names = tuple(n.strip() for n in cfg.dec_levels.split(","))
     if len(names) > cfg.dec_layers:
         raise CelsegError(
             f"model.dec_levels '{cfg.dec_levels}' names {len(names)} levels but model.dec_layers "
