@@ -214,8 +214,7 @@ def test_pixel_decoder_conv_options_give_the_same_shapes_and_train(conv):
 
 def test_attention_mask_blocks_outside_the_mask_and_nothing_for_an_empty_one():
     """Masked attention: a query attends where its mask logit is >= 0 (sigmoid >= 0.5); one
-    whose mask is empty everywhere attends everywhere; the rows repeat per head, batch-major
-    (nn.MultiheadAttention's layout), against a loop by hand."""
+    whose mask is empty everywhere attends everywhere, against a loop by hand."""
     from celseg.models.transformer_decoder import TransformerDecoder
 
     decoder = TransformerDecoder(hidden_dim=16, mask_dim=8, num_queries=3, nheads=2)
@@ -223,13 +222,36 @@ def test_attention_mask_blocks_outside_the_mask_and_nothing_for_an_empty_one():
                             [[2.0, 2.0], [2.0, 2.0]]]]).repeat(2, 1, 1, 1)  # (2,3,2,2)
     logits[1, 0] = -1.0  # image 1: query 0 empty too
     blocked = decoder._blocked(logits)
-    assert blocked.shape == (2 * 2, 3, 4) and blocked.dtype == torch.bool
+    assert blocked.shape == (2, 3, 4) and blocked.dtype == torch.bool
     for b in range(2):
         for q in range(3):
             row = [bool(v < 0) for v in logits[b, q].flatten()]
-            expected = [False] * 4 if all(row) else row
-            for h in range(2):
-                assert blocked[b * 2 + h, q].tolist() == expected
+            assert blocked[b, q].tolist() == ([False] * 4 if all(row) else row)
+
+
+@pytest.mark.parametrize("batch,queries,tokens", [(1, 16, 64), (3, 5, 7)])
+def test_inference_attention_equals_the_module_bit_for_bit(batch, queries, tokens):
+    """``attend`` (inference) against ``nn.MultiheadAttention.forward`` with the mask repeated
+    per head, as training calls it: the same outputs to the bit, masked and not, for cross- and
+    self-attention; and a decoder layer gives the same queries in both modes."""
+    from celseg.models.transformer_decoder import DecoderLayer, attend
+
+    torch.manual_seed(0)
+    layer = DecoderLayer(32, 4, 64).eval()
+    q, pos = torch.randn(batch, queries, 32), torch.randn(batch, queries, 32)
+    mem, mem_pos = torch.randn(batch, tokens, 32), torch.randn(batch, tokens, 32)
+    blocked = torch.rand(batch, queries, tokens) < 0.6
+    blocked[:, 0] = False  # a query that attends everywhere
+    with torch.no_grad():
+        for mha, key, value, mask in ((layer.cross_attn, mem + mem_pos, mem, blocked),
+                                      (layer.cross_attn, mem, mem, None),
+                                      (layer.self_attn, q + pos, q, None)):
+            per_head = None if mask is None else mask.repeat_interleave(4, dim=0)
+            module = mha(q + pos, key, value, attn_mask=per_head, need_weights=False)[0]
+            assert torch.equal(attend(mha, q + pos, key, value, mask), module)
+        fast = layer(q, pos, mem, mem_pos, blocked)
+    reference = layer(q, pos, mem, mem_pos, blocked)  # autograd records: the module's path
+    assert torch.equal(fast, reference.detach())
 
 
 def test_config_accepts_every_pixel_decoder_conv_and_names_a_wrong_one():

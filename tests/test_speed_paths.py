@@ -296,6 +296,50 @@ def test_decoder_inference_path_equals_the_final_training_prediction():
             assert torch.allclose(infer_path[0][key], train_path[-1][key], atol=1e-4)
 
 
+def test_decoder_inference_without_autograd_follows_new_weights():
+    """Without autograd the decoder keeps the learned queries' first mask embedding and runs
+    attention through ``attend``: its final prediction equals the autograd path's up to float
+    rounding (the embedding is read out of the Q queries once, not per image), and after an
+    in-place weight update (an optimizer step) both follow the new weights (the kept embedding
+    is not stale)."""
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=2,
+                                 nheads=4, dim_feedforward=64).eval()
+    memory = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
+    mask_features = MaskFeatures(torch.randn(2, 24, 32, 32), torch.randn(2, 24, 16, 16),
+                                 torch.nn.Conv2d(24, 16, 1))
+    masks = []
+    for _ in range(2):
+        with torch.no_grad():
+            fast = decoder(memory, mask_features, all_predictions=False)[0]
+        recorded = decoder(memory, mask_features, all_predictions=False)[0]
+        for key in ("pred_masks", "class_feat"):
+            torch.testing.assert_close(fast[key], recorded[key].detach(), rtol=0, atol=1e-5)
+        masks.append(fast["pred_masks"])
+        with torch.no_grad():  # a step that moves the queries and their mask embedding
+            decoder.query_feat.weight.mul_(-1.5)
+            decoder.mask_embed[0].bias.add_(0.5)
+    assert not torch.allclose(masks[0], masks[1])  # the step changed the attention masks
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 4, 4), (3, 5, 8, 6), (2, 4, 1, 7)])
+def test_add_upsampled_equals_nearest_interpolation(shape):
+    """The pixel decoder's top-down sum without autograd (repeat and broadcast) equals
+    ``x + F.interpolate(top, mode="nearest")`` to the bit, and with autograd (the interpolation
+    itself) too; sizes that are not twice the top's take the interpolation."""
+    from celseg.models.pixel_decoder import add_upsampled
+
+    g = torch.Generator().manual_seed(sum(shape))
+    top = torch.randn(*shape, generator=g)
+    for size in ((2 * shape[2], 2 * shape[3]), (2 * shape[2] + 1, 3 * shape[3])):
+        x = torch.randn(shape[0], shape[1], *size, generator=g)
+        want = x + F.interpolate(top, size=size, mode="nearest")
+        with torch.no_grad():
+            assert torch.equal(add_upsampled(x, top), want)
+        assert torch.equal(add_upsampled(x, top.requires_grad_()).detach(), want)
+        top = top.detach()
+
+
 def test_eval_mode_outputs_have_no_auxiliary_predictions():
     cfg = dataclasses.replace(ModelConfig(pretrained=False), num_queries=4, hidden_dim=32,
                               mask_dim=32, dim_feedforward=64)

@@ -58,5 +58,6 @@ class TextClassifier(nn.Module):
             background = F.normalize(self.background_embed, dim=0).to(class_embed.dtype)
             classes = torch.cat([classes, background[None]], dim=0)
         scale = self.log_logit_scale.exp()
-        logits = scale * torch.einsum("bqd,cd->bqc", class_embed, classes)
+        # (B,Q,D) x (D,C): einsum("bqd,cd->bqc")'s values and gradients, without its reshapes
+        logits = scale * torch.matmul(class_embed, classes.t())
         return logits, class_embed, scale

@@ -28,6 +28,7 @@ background_embedding mode) and a mask logit map M_q.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -106,15 +107,22 @@ def class_weights(num_classes: int, labelled_positions: list[int], alpha: float,
 # --- steps 2 and 3: semantic scores and labels -------------------------------------------------
 
 def aggregate(probs: Tensor, mask_logits: Tensor) -> Tensor:
-    """S(c, x) = sum_q p(q, c) sigmoid(M_q(x)): (B,Q,C), (B,Q,h,w) -> (B,C,h,w)."""
-    return aggregate_mask_probs(probs, mask_logits.sigmoid())
+    """S(c, x) = sum_q p(q, c) sigmoid(M_q(x)): (B,Q,C), (B,Q,h,w) -> (B,C,h,w), held with the
+    classes innermost (channels_last: :func:`scores_to_labels` reads them so)."""
+    return aggregate_mask_probs(probs, mask_logits.sigmoid(), classes_last=True)
 
 
-def aggregate_mask_probs(probs: Tensor, mask_probs: Tensor) -> Tensor:
+def aggregate_mask_probs(probs: Tensor, mask_probs: Tensor, classes_last: bool = False) -> Tensor:
     """S = sum_q p(q, c) m_q from the masks' probabilities m_q = sigmoid(M_q) at any points:
     (B,Q,C), (B,Q,...) -> (B,C,...). Linear in m, so S read bilinearly at points equals this
-    of m read there (the pixel loss reads the Q masks, not the C scores)."""
-    return torch.einsum("bqc,bq...->bc...", probs, mask_probs)
+    of m read there (the pixel loss reads the Q masks, not the C scores).
+
+    ``classes_last``: the same product as (B,N,Q) x (B,Q,C), so the result's memory has the
+    classes innermost (equal to the default's values: the same sums over q)."""
+    if not classes_last:
+        return torch.einsum("bqc,bq...->bc...", probs, mask_probs)
+    flat = torch.bmm(mask_probs.flatten(2).transpose(1, 2), probs.to(mask_probs))  # (B,N,C)
+    return flat.transpose(1, 2).unflatten(2, mask_probs.shape[2:])
 
 
 def semantic_probs(pred_logits: Tensor, pred_masks: Tensor, has_background: bool) -> Tensor:
@@ -169,8 +177,11 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
     size = tuple(int(v) for v in out_size)
     if tuple(scores.shape[-2:]) == size:
         return _dense_labels(scores, size, seen_positions, calibration)
-    scores = scores.float()
     c, h, w = scores.shape[1:]
+    by_cell = size[0] % h == 0 and size[1] % w == 0
+    dense = scores = scores.float()
+    if by_cell:  # its argmax and its gather of the boundaries' corners read classes innermost
+        scores = scores.contiguous(memory_format=torch.channels_last)
     shifted, ok = scores, None
     if calibration and seen_positions is not None and len(seen_positions):
         total = scores.sum(1)  # (B,h,w)
@@ -184,10 +195,10 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
             blend = calibrate(normalize_classes(blend), seen_positions, calibration)
         return first_argmax(blend, 1)
 
-    route = _labels_by_cell if size[0] % h == 0 and size[1] % w == 0 else _labels_by_pixel
+    route = _labels_by_cell if by_cell else _labels_by_pixel
     labels = route(scores, low, ok, size, exact)
     if labels is None:  # too many boundaries
-        return _dense_labels(scores, size, seen_positions, calibration)
+        return _dense_labels(dense, size, seen_positions, calibration)
     return labels
 
 
@@ -248,7 +259,9 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
     With the map's edge rows and columns repeated once on each side (which is what the clamp of
     the bilinear resize does), every output pixel falls in one of (h+1) x (w+1) cells, each
     covering an ry x rx block at the same weights. A uniform cell fills its block; the blocks
-    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners.
+    of the others are one product of the (ry*rx, 4) weights with their (4, M*C) corners, read
+    in one gather from the scores with the classes innermost. The geometry (which source pixel
+    is each cell's corner, the weights) is built once per size (:func:`_cell_geometry`).
     Without calibration it never falls back to resizing the whole map: even when every cell is
     a boundary it costs 0.75-0.77x that. With calibration, whose normalisation the boundary
     pixels need, that worst case cost 1.0-1.5x (``benchmarks/bench_labels.py --random-scores
@@ -257,31 +270,66 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
     cells make it 3-6x cheaper (docs/bench_labels_cpu.json).
     """
     b, c, h, w = scores.shape
+    geo = _cell_geometry(h, w, size[0], size[1], scores.device)
     ry, rx = size[0] // h, size[1] // w
-    rows = (torch.arange(h + 2, device=low.device) - 1).clamp(0, h - 1)  # padded -> source
-    cols = (torch.arange(w + 2, device=low.device) - 1).clamp(0, w - 1)
-    below = torch.arange(1, h + 2, device=low.device)
-    beside = torch.arange(1, w + 2, device=low.device)
-    padded = low[:, rows][:, :, cols]  # (B,h+2,w+2)
-    cell = _corners_agree(padded, torch.eq, below, beside)  # (B,h+1,w+1)
+    padded = low.reshape(b, h * w)[:, geo.pad].view(b, h + 2, w + 2)
+    cell = _uniform_cells(padded, torch.eq)  # (B,h+1,w+1)
     if ok is not None:
-        cell &= _corners_agree(ok[:, rows][:, :, cols], torch.logical_and, below, beside)
-    bb, jj, kk = (~cell).nonzero(as_tuple=True)
-    if ok is not None and bb.numel() > CALIBRATED_CELL_SHARE * cell.numel():
+        cell &= _uniform_cells(ok.reshape(b, h * w)[:, geo.pad].view(b, h + 2, w + 2),
+                               torch.logical_and)
+    boundary = (~cell).view(-1).nonzero().squeeze(1)  # flat over (B, h+1, w+1)
+    if ok is not None and boundary.numel() > CALIBRATED_CELL_SHARE * cell.numel():
         return None
-    blocks = torch.where(cell, padded[:, :-1, :-1], -1)[:, :, None, :, None]
-    blocks = blocks.expand(b, h + 1, ry, w + 1, rx).contiguous()
-    if bb.numel():
-        corners = torch.stack(_corner_scores(scores, bb, rows[jj], rows[jj + 1], cols[kk],
-                                       cols[kk + 1]))  # (4,M,C)
-        wy, wx = _block_weights(ry, h, size[0]), _block_weights(rx, w, size[1])
+    cells = (h + 1) * (w + 1)
+    blocks = padded[:, :-1, :-1].reshape(b * cells, 1, 1).expand(-1, ry, rx).contiguous()
+    if boundary.numel():
+        source = geo.corners[:, boundary % cells] + (boundary // cells) * (h * w)  # (4,M)
+        flat = scores.permute(0, 2, 3, 1).reshape(b * h * w, c)  # classes innermost
+        corners = flat.index_select(0, source.view(-1)).view(4, -1)  # (4, M*C)
+        blend = geo.weights.to(scores) @ corners  # (ry*rx, M*C)
+        blocks[boundary] = exact(blend.view(-1, c)).view(ry * rx, -1).t().view(-1, ry, rx)
+    oy, ox = _block_offset(ry), _block_offset(rx)
+    flat_labels = blocks.view(b, h + 1, w + 1, ry, rx).permute(0, 1, 3, 2, 4)
+    flat_labels = flat_labels.reshape(b, (h + 1) * ry, (w + 1) * rx)
+    return flat_labels[:, oy:oy + size[0], ox:ox + size[1]].contiguous()
+
+
+def _uniform_cells(padded: Tensor, same) -> Tensor:
+    """(B,h+2,w+2) -> (B,h+1,w+1) True where ``same`` holds between each cell's top-left corner
+    and its three others."""
+    corner = padded[:, :-1, :-1]
+    return (same(corner, padded[:, :-1, 1:]) & same(corner, padded[:, 1:, :-1])
+            & same(corner, padded[:, 1:, 1:]))
+
+
+@dataclass(frozen=True)
+class _CellGeometry:
+    """The by-cell route's constants for one (h, w) -> (H, W): ``pad`` ((h+2)*(w+2),) the flat
+    source pixel of each pixel of the edge-padded map; ``corners`` (4, (h+1)*(w+1)) the flat
+    source pixel of each cell's top-left, top-right, bottom-left and bottom-right corner;
+    ``weights`` (ry*rx, 4) the bilinear weights of the four corners across a block."""
+
+    pad: Tensor
+    corners: Tensor
+    weights: Tensor
+
+
+@functools.lru_cache(maxsize=32)
+def _cell_geometry(h: int, w: int, out_h: int, out_w: int,
+                   device: torch.device) -> _CellGeometry:
+    """Built outside inference mode (the cache outlives it)."""
+    with torch.inference_mode(False):
+        rows = (torch.arange(h + 2) - 1).clamp(0, h - 1)  # padded -> source
+        cols = (torch.arange(w + 2) - 1).clamp(0, w - 1)
+        pad = (rows[:, None] * w + cols[None]).view(-1)
+        top, bottom = rows[:-1, None] * w, rows[1:, None] * w
+        left, right = cols[None, :-1], cols[None, 1:]
+        corners = torch.stack([top + left, top + right, bottom + left, bottom + right])
+        wy, wx = _block_weights(out_h // h, h, out_h), _block_weights(out_w // w, w, out_w)
         weights = torch.stack([(1 - wy)[:, None] * (1 - wx), (1 - wy)[:, None] * wx,
                                wy[:, None] * (1 - wx), wy[:, None] * wx], -1)  # (ry,rx,4)
-        blend = weights.view(ry * rx, 4).to(scores) @ corners.view(4, -1)  # (ry*rx, M*C)
-        blocks[bb, jj, :, kk, :] = exact(blend.view(-1, c)).view(ry, rx, -1).permute(2, 0, 1)
-    oy, ox = _block_offset(ry), _block_offset(rx)
-    flat = blocks.view(b, (h + 1) * ry, (w + 1) * rx)
-    return flat[:, oy:oy + size[0], ox:ox + size[1]].contiguous()
+        return _CellGeometry(pad.to(device), corners.view(4, -1).to(device),
+                             weights.view(-1, 4).to(device))
 
 
 def _block_offset(r: int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from celseg.models.mask_features import MaskFeatures
@@ -52,8 +53,36 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def attend(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
+           value: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+    """``mha(query, key, value, attn_mask=blocked per head, need_weights=False)[0]`` for a
+    batch-first module without dropout, bias on its projections and one embedding size: the same
+    projections and ``scaled_dot_product_attention``, without the module's bookkeeping (about
+    25 operators fewer per call in a trace). Its outputs are bit-identical to the module's
+    (tests/test_models.py), but its weights' gradients sum the batch in another order, so
+    training keeps the module's own forward.
+
+    query (B,Q,d); key, value (B,L,d); blocked (B,Q,L) bool, True where a query may not attend.
+    """
+    b, q_len, dim = query.shape
+    heads = mha.num_heads
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+    q = F.linear(query, w_q, b_q).view(b, q_len, heads, -1).transpose(1, 2)
+    k = F.linear(key, w_k, b_k).view(b, key.shape[1], heads, -1).transpose(1, 2)
+    v = F.linear(value, w_v, b_v).view(b, value.shape[1], heads, -1).transpose(1, 2)
+    bias = None  # (B,1,Q,L) for every head, additive: what the module adds for a bool mask
+    if blocked is not None:
+        bias = torch.where(blocked[:, None], -math.inf, 0.0).to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B,heads,Q,d/heads)
+    return mha.out_proj(out.transpose(1, 2).reshape(b, q_len, dim))
+
+
 class DecoderLayer(nn.Module):
-    """Cross-attention -> self-attention -> FFN, post-norm, query position added to q and k."""
+    """Cross-attention -> self-attention -> FFN, post-norm, query position added to q and k.
+
+    In training, or wherever autograd records, the attentions run through
+    ``nn.MultiheadAttention.forward``; at inference through :func:`attend` (equal outputs)."""
 
     def __init__(self, dim: int, nheads: int, dim_feedforward: int) -> None:
         super().__init__()
@@ -66,6 +95,14 @@ class DecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
+    def _attention(self, mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
+                   value: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return attend(mha, query, key, value, blocked)
+        if blocked is not None:  # per head, batch-major: the module's (B*heads, Q, L) layout
+            blocked = blocked.repeat_interleave(mha.num_heads, dim=0)
+        return mha(query, key, value, attn_mask=blocked, need_weights=False)[0]
+
     def forward(
         self,
         queries: torch.Tensor,
@@ -74,14 +111,13 @@ class DecoderLayer(nn.Module):
         memory_pos: torch.Tensor,
         attn_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """queries/query_pos (B,Q,d); memory/memory_pos (B,L,d); attn_mask (B*heads,Q,L) bool."""
-        out, _ = self.cross_attn(
-            queries + query_pos, memory + memory_pos, memory, attn_mask=attn_mask,
-            need_weights=False,
-        )
+        """queries/query_pos (B,Q,d); memory/memory_pos (B,L,d); attn_mask (B,Q,L) bool, True
+        where a query may not attend."""
+        out = self._attention(self.cross_attn, queries + query_pos, memory + memory_pos, memory,
+                              attn_mask)
         queries = self.norm1(queries + out)
         qk = queries + query_pos
-        out, _ = self.self_attn(qk, qk, queries, need_weights=False)
+        out = self._attention(self.self_attn, qk, qk, queries, None)
         queries = self.norm2(queries + out)
         return self.norm3(queries + self.ffn(queries))
 
@@ -137,6 +173,7 @@ class TransformerDecoder(nn.Module):
         self.hidden_dim = hidden_dim
         self.masked_attention = masked_attention
         self._positions: dict[tuple, torch.Tensor] = {}  # not state: rebuilt on demand
+        self._first_embed: tuple[tuple, torch.Tensor] | None = None  # not state either
 
     def _position(self, m: torch.Tensor) -> torch.Tensor:
         """The (B, h*w, d) sine code of a memory level, computed once per size and device."""
@@ -152,12 +189,12 @@ class TransformerDecoder(nn.Module):
         return self._positions[key].expand(m.shape[0], -1, -1)
 
     def _blocked(self, m: torch.Tensor) -> torch.Tensor:
-        """(B,Q,h,w) logits at a level's size -> (B*heads, Q, h*w) bool attention mask."""
+        """(B,Q,h,w) logits at a level's size -> (B, Q, h*w) bool attention mask, True where a
+        query may not attend."""
         blocked = m.flatten(2) < 0  # sigmoid(m) < 0.5; (B, Q, L)
         # an empty mask would give NaN: attend everywhere (an elementwise op, not an index
         # assignment, which needs the nonzero rows: one graph for a trace or torch.compile)
-        blocked = blocked & ~blocked.all(-1, keepdim=True)
-        return blocked.repeat_interleave(self.nheads, dim=0)
+        return blocked & ~blocked.all(-1, keepdim=True)
 
     def levels(self, memory: list[torch.Tensor]) -> tuple[list, list, list]:
         """The memory levels as the layers read them: (B,L,d) tokens with the level embedding,
@@ -176,6 +213,24 @@ class TransformerDecoder(nn.Module):
         return (self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1),
                 self.query_pos.weight.unsqueeze(0).expand(batch, -1, -1))
 
+    def first_mask_embed(self) -> torch.Tensor:
+        """(1,Q,mask_dim): the mask embedding of the learned queries before any layer, the same
+        for every image (it broadcasts over the batch). Without autograd (inference) it is
+        computed once per weights and kept (keyed by the parameters' storage and version
+        counters, as :mod:`traced_head` keys its traces), so a frozen trace holds it, and its
+        projections through the mask features, as constants: 10 operators fewer per forward.
+        Read out of the Q queries once instead of per image, it equals the per-image readout up
+        to float rounding (tests/test_speed_paths.py)."""
+        params = (self.query_feat.weight, *self.norm.parameters(), *self.mask_embed.parameters())
+        # weights made in inference mode keep no version counter: nothing to key a copy by
+        if torch.is_grad_enabled() or any(p.is_inference() for p in params):
+            return self.mask_embed(self.norm(self.query_feat.weight))[None]
+        key = (tuple((p.data_ptr(), p._version) for p in params),
+               torch.is_inference_mode_enabled())
+        if self._first_embed is None or self._first_embed[0] != key:
+            self._first_embed = (key, self.mask_embed(self.norm(self.query_feat.weight))[None])
+        return self._first_embed[1]
+
     def forward(
         self, memory: list[torch.Tensor], mask_features: MaskFeatures | torch.Tensor,
         all_predictions: bool = True,
@@ -189,8 +244,11 @@ class TransformerDecoder(nn.Module):
             level = i % self.num_levels
             attn_mask = None
             if all_predictions or self.masked_attention:
-                q = self.norm(queries)
-                embed = self.mask_embed(q)
+                if i == 0 and not all_predictions:  # the learned queries: the same per image
+                    embed = self.first_mask_embed()
+                else:
+                    q = self.norm(queries)
+                    embed = self.mask_embed(q)
                 if all_predictions:
                     feats.append(q)
                     embeds.append(embed)
