@@ -23,19 +23,21 @@ SETTINGS = ((128, 1), (128, 16), (512, 1))
 @torch.no_grad()
 def measure(ckpt: str | None, repeats: int, settings=SETTINGS) -> list[dict]:
     dev = torch.device("cpu")
-    model, _, _ = _inference_model(dev, ckpt)
+    model, emb, _ = _inference_model(dev, ckpt)
     rows = []
     for size, batch in settings:
         feats = model.backbone.forward_features(_batch(0, batch, size)[0])
-        traced = TracedHead(model.pixel_decoder, model.transformer_decoder, after=1)
+        traced = TracedHead(model.pixel_decoder, model.transformer_decoder, model.classifier,
+                            after=1)
 
         def eager(feats=feats):
             mask_features, memory = model.pixel_decoder(feats)
-            return model.transformer_decoder(memory, mask_features, all_predictions=False)
+            final = model.transformer_decoder(memory, mask_features, all_predictions=False)[-1]
+            return (final["pred_masks"], *model.classifier(final["class_feat"], emb))
 
-        a, b = eager()[-1], traced(feats)[-1]
-        same = all(torch.equal(a[k], b[k]) for k in ("class_feat", "pred_masks"))
-        ms = alternating_ms({"eager": eager, "traced": lambda t=traced, f=feats: t(f)}, repeats)
+        same = all(torch.equal(a, b) for a, b in zip(eager(), traced(feats, emb), strict=True))
+        ms = alternating_ms({"eager": eager,
+                             "traced": lambda t=traced, f=feats: t(f, emb)}, repeats)
         rows.append({"size": size, "batch": batch, "weights": "trained" if ckpt else "random",
                      "bit_identical": same, "eager_ms": ms["eager"], "traced_ms": ms["traced"]})
     return rows

@@ -277,35 +277,37 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
     if ok is not None:
         cell &= _uniform_cells(ok.reshape(b, h * w)[:, geo.pad].view(b, h + 2, w + 2),
                                torch.logical_and)
-    boundary = (~cell).view(-1).nonzero().squeeze(1)  # flat over (B, h+1, w+1)
-    if ok is not None and boundary.numel() > CALIBRATED_CELL_SHARE * cell.numel():
+    bb, jj, kk = (~cell).nonzero(as_tuple=True)  # the boundary cells
+    if ok is not None and bb.numel() > CALIBRATED_CELL_SHARE * cell.numel():
         return None
-    cells = (h + 1) * (w + 1)
-    blocks = padded[:, :-1, :-1].reshape(b * cells, 1, 1).expand(-1, ry, rx).contiguous()
-    if boundary.numel():
-        source = geo.corners[:, boundary % cells] + (boundary // cells) * (h * w)  # (4,M)
+    # (B, h+1, ry, w+1, rx): each cell's block filled with its top-left corner's class
+    canvas = padded[:, :-1, :-1, None, None].expand(b, h + 1, w + 1, ry, rx)
+    canvas = canvas.permute(0, 1, 3, 2, 4).contiguous()
+    if bb.numel():
+        source = geo.corners[:, jj, kk]  # (4,M) flat pixels of each corner
+        if b > 1:
+            source = source + bb * (h * w)
         flat = scores.permute(0, 2, 3, 1).reshape(b * h * w, c)  # classes innermost
-        corners = flat.index_select(0, source.view(-1)).view(4, -1)  # (4, M*C)
-        blend = geo.weights.to(scores) @ corners  # (ry*rx, M*C)
-        blocks[boundary] = exact(blend.view(-1, c)).view(ry * rx, -1).t().view(-1, ry, rx)
+        taps = flat.index_select(0, source.view(-1)).view(4, -1)  # (4, M*C)
+        blend = geo.weights.to(scores) @ taps  # (ry*rx, M*C)
+        canvas[bb, jj, :, kk, :] = exact(blend.view(-1, c)).view(ry * rx, -1).t().view(
+            -1, ry, rx)
     oy, ox = _block_offset(ry), _block_offset(rx)
-    flat_labels = blocks.view(b, h + 1, w + 1, ry, rx).permute(0, 1, 3, 2, 4)
-    flat_labels = flat_labels.reshape(b, (h + 1) * ry, (w + 1) * rx)
-    return flat_labels[:, oy:oy + size[0], ox:ox + size[1]].contiguous()
+    out = canvas.view(b, (h + 1) * ry, (w + 1) * rx)
+    return out[:, oy:oy + size[0], ox:ox + size[1]].contiguous()
 
 
 def _uniform_cells(padded: Tensor, same) -> Tensor:
-    """(B,h+2,w+2) -> (B,h+1,w+1) True where ``same`` holds between each cell's top-left corner
-    and its three others."""
-    corner = padded[:, :-1, :-1]
-    return (same(corner, padded[:, :-1, 1:]) & same(corner, padded[:, 1:, :-1])
-            & same(corner, padded[:, 1:, 1:]))
+    """(B,h+2,w+2) -> (B,h+1,w+1) True where ``same`` holds across each cell's four corners:
+    its two rows' horizontal pairs, and its left column's vertical pair."""
+    across = same(padded[:, :, :-1], padded[:, :, 1:])  # (B,h+2,w+1)
+    return across[:, :-1] & across[:, 1:] & same(padded[:, :-1, :-1], padded[:, 1:, :-1])
 
 
 @dataclass(frozen=True)
 class _CellGeometry:
     """The by-cell route's constants for one (h, w) -> (H, W): ``pad`` ((h+2)*(w+2),) the flat
-    source pixel of each pixel of the edge-padded map; ``corners`` (4, (h+1)*(w+1)) the flat
+    source pixel of each pixel of the edge-padded map; ``corners`` (4, h+1, w+1) the flat
     source pixel of each cell's top-left, top-right, bottom-left and bottom-right corner;
     ``weights`` (ry*rx, 4) the bilinear weights of the four corners across a block."""
 
@@ -328,7 +330,7 @@ def _cell_geometry(h: int, w: int, out_h: int, out_w: int,
         wy, wx = _block_weights(out_h // h, h, out_h), _block_weights(out_w // w, w, out_w)
         weights = torch.stack([(1 - wy)[:, None] * (1 - wx), (1 - wy)[:, None] * wx,
                                wy[:, None] * (1 - wx), wy[:, None] * wx], -1)  # (ry,rx,4)
-        return _CellGeometry(pad.to(device), corners.view(4, -1).to(device),
+        return _CellGeometry(pad.to(device), corners.to(device),
                              weights.view(-1, 4).to(device))
 
 

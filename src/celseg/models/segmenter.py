@@ -56,8 +56,8 @@ class Segmenter(nn.Module):
     def set_tracing(self, enabled: bool) -> None:
         """Run the head at inference through frozen traces (``eval.trace_head``, the default;
         :mod:`celseg.models.traced_head`) or eagerly (``traced_head`` None)."""
-        self.traced_head = (TracedHead(self.pixel_decoder, self.transformer_decoder)
-                            if enabled else None)
+        self.traced_head = (TracedHead(self.pixel_decoder, self.transformer_decoder,
+                                       self.classifier) if enabled else None)
 
     @property
     def has_background(self) -> bool:
@@ -93,20 +93,25 @@ class Segmenter(nn.Module):
                vlm_dense: torch.Tensor | None = None) -> dict:
         """Everything after the backbone: its features res2..res5 (and the VLM's dense
         features where the tower is shared) -> the outputs of :meth:`forward`."""
-        preds = None if self.traced_head is None else self.traced_head(feats)
-        if preds is None:
+        traced = None if self.traced_head is None else self.traced_head(feats, text_emb)
+        if traced is not None:  # the final prediction, classified in the same trace
+            masks, logits, class_embed, scale = traced
+            outs = [{"pred_logits": logits, "pred_masks": masks, "class_embed": class_embed,
+                     "logit_scale": scale, "text_emb": text_emb}]
+        else:
             mask_features, memory = self.pixel_decoder(feats)
-            preds = self.transformer_decoder(memory, mask_features, all_predictions=self.training)
-        outs = []
-        for p in preds:
-            logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)
-            outs.append({
-                "pred_logits": logits,
-                "pred_masks": p["pred_masks"],
-                "class_embed": class_embed,
-                "logit_scale": scale,
-                "text_emb": text_emb,
-            })
+            preds = self.transformer_decoder(memory, mask_features,
+                                             all_predictions=self.training)
+            outs = []
+            for p in preds:
+                logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)
+                outs.append({
+                    "pred_logits": logits,
+                    "pred_masks": p["pred_masks"],
+                    "class_embed": class_embed,
+                    "logit_scale": scale,
+                    "text_emb": text_emb,
+                })
         final = dict(outs[-1])
         final["aux_outputs"] = outs[:-1]
         if vlm_dense is not None:

@@ -1,7 +1,8 @@
 """The head at inference through frozen TorchScript traces, one per input shape.
 
-At batch 1 on CPU the head (pixel decoder and transformer decoder) is about 150 small
-operators, and Python's dispatch of each is a large share of its time. A trace frozen with its
+At batch 1 on CPU the head (pixel decoder, transformer decoder and the text classifier of its
+final prediction, against the vocabulary's embeddings, an input of the trace) is about 150
+small operators, and Python's dispatch of each is a large share of its time. A trace frozen with its
 weights runs the same operators in the same order, with the same kernels, without that: the
 outputs are bit-identical (tests/test_traced_head.py), and the head took 8.24 -> 6.72 ms at
 128 px, 69.3 -> 65.3 ms at 128 px batch 16 and 60.0 -> 56.6 ms at 512 px
@@ -28,18 +29,21 @@ from celseg.models.backbone import LEVELS
 
 
 class _Head(nn.Module):
-    """features res2..res5 -> (class_feat (B,Q,hidden), pred_masks (B,Q,H/4,W/4)) of the
-    final prediction."""
+    """text embeddings (C,D), features res2..res5 -> the final prediction's pred_masks
+    (B,Q,H/4,W/4) and the text classifier's logits, class_embed and logit_scale."""
 
-    def __init__(self, pixel_decoder: nn.Module, transformer_decoder: nn.Module) -> None:
+    def __init__(self, pixel_decoder: nn.Module, transformer_decoder: nn.Module,
+                 classifier: nn.Module) -> None:
         super().__init__()
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
+        self.classifier = classifier
 
-    def forward(self, *features: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, text_emb: Tensor, *features: Tensor) -> tuple[Tensor, ...]:
         mask_features, memory = self.pixel_decoder(dict(zip(LEVELS, features, strict=True)))
         final = self.transformer_decoder(memory, mask_features, all_predictions=False)[-1]
-        return final["class_feat"], final["pred_masks"]
+        logits, class_embed, scale = self.classifier(final["class_feat"], text_emb)
+        return final["pred_masks"], logits, class_embed, scale
 
 
 class TracedHead:
@@ -48,22 +52,27 @@ class TracedHead:
     parameters stay registered once, in the segmenter.
 
     Args:
-        pixel_decoder, transformer_decoder: the segmenter's own modules.
+        pixel_decoder, transformer_decoder, classifier: the segmenter's own modules.
         after: a key is traced on its ``after``-th call (>= 1).
         max_shapes: traces kept at most (the oldest is dropped).
     """
 
     def __init__(self, pixel_decoder: nn.Module, transformer_decoder: nn.Module,
-                 after: int = 2, max_shapes: int = 8) -> None:
+                 classifier: nn.Module, after: int = 2, max_shapes: int = 8) -> None:
         if after < 1 or max_shapes < 1:
             raise ValueError(f"after and max_shapes must be at least 1, got {after}, "
                              f"{max_shapes}")
-        self.head = _Head(pixel_decoder, transformer_decoder)
+        self.head = _Head(pixel_decoder, transformer_decoder, classifier)
         self.head.training = False  # the wrapper's own flag (freeze needs it); not recursive
         self.after = after
         self.max_shapes = max_shapes
         self.seen: Counter = Counter()
         self.traces: dict[tuple, torch.jit.ScriptModule] = {}
+        # where each parameter and buffer lives, read once: walking the modules on every call
+        # to key it cost about 50 us of a 3 ms head (a submodule swapped in later needs a new
+        # TracedHead, ``Segmenter.set_tracing``; a tensor swapped in its slot is still seen)
+        self.slots = [(d, name) for m in self.head.modules() for d in (m._parameters, m._buffers)
+                      for name, v in d.items() if v is not None]
 
     def __getstate__(self) -> dict:
         """Copies and pickles (``copy.deepcopy``, ``torch.save`` of the whole model) leave the
@@ -77,15 +86,18 @@ class TracedHead:
         not capture), with the head in eval mode."""
         return (not torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
                 and not self.head.pixel_decoder.training
-                and not self.head.transformer_decoder.training)
+                and not self.head.transformer_decoder.training
+                and not self.head.classifier.training)
 
-    def __call__(self, features: dict[str, Tensor]) -> list[dict[str, Tensor]] | None:
-        """``[{"class_feat", "pred_masks"}]`` of the final prediction, or None."""
+    def __call__(self, features: dict[str, Tensor],
+                 text_emb: Tensor) -> tuple[Tensor, ...] | None:
+        """(pred_masks, logits, class_embed, logit_scale) of the final prediction against the
+        (C,D) text embeddings, or None."""
         if not self.usable():
             return None
-        inputs = tuple(features[k] for k in LEVELS)
+        inputs = (text_emb, *(features[k] for k in LEVELS))
         key = (tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
-               tuple(p._version for p in self.head.parameters()))
+               tuple((id(p := params[name]), p._version) for params, name in self.slots))
         if key not in self.traces:
             self.seen[key] += 1
             if self.seen[key] < self.after:
@@ -96,8 +108,7 @@ class TracedHead:
             del self.seen[key]
         if self.traces[key] is None:  # this torch cannot trace it: eager
             return None
-        class_feat, pred_masks = self.traces[key](*inputs)
-        return [{"class_feat": class_feat, "pred_masks": pred_masks}]
+        return self.traces[key](*inputs)
 
     def _trace(self, inputs: tuple[Tensor, ...]) -> torch.jit.ScriptModule | None:
         """The frozen trace, or None (with a warning) where tracing fails."""
