@@ -347,3 +347,19 @@ def test_eval_mode_outputs_have_no_auxiliary_predictions():
     text = F.normalize(torch.randn(3, 16), dim=-1)
     assert len(model.train()(torch.randn(1, 3, 64, 64), text)["aux_outputs"]) == 3
     assert model.eval()(torch.randn(1, 3, 64, 64), text)["aux_outputs"] == []
+
+
+def test_semantic_scores_hold_classes_innermost_with_the_same_values():
+    """``aggregate`` (inference) builds S as one (B,N,Q) x (B,Q,C) product, classes innermost in
+    memory, equal to the loss's einsum up to float rounding; the whole-map resize reads it as a
+    contiguous map (a channels_last resize rounds differently)."""
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(2, 7, 5, generator=g).softmax(-1)
+    logits = torch.randn(2, 7, 6, 9, generator=g)
+    scores = inference.aggregate(probs, logits)
+    assert scores.shape == (2, 5, 6, 9)
+    assert scores.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(scores, inference.aggregate_mask_probs(probs, logits.sigmoid()),
+                               rtol=0, atol=1e-6)
+    want = F.interpolate(scores.contiguous(), size=(20, 31), mode="bilinear", align_corners=False)
+    assert torch.equal(class_probs(scores, (20, 31)), inference.normalize_classes(want))

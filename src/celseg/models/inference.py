@@ -118,7 +118,8 @@ def aggregate_mask_probs(probs: Tensor, mask_probs: Tensor, classes_last: bool =
     of m read there (the pixel loss reads the Q masks, not the C scores).
 
     ``classes_last``: the same product as (B,N,Q) x (B,Q,C), so the result's memory has the
-    classes innermost (equal to the default's values: the same sums over q)."""
+    classes innermost; equal up to float rounding (on the shipped model's shapes to the bit:
+    an evaluation gives the same IoU for every class, docs/BENCHMARKS.md, session 13)."""
     if not classes_last:
         return torch.einsum("bqc,bq...->bc...", probs, mask_probs)
     flat = torch.bmm(mask_probs.flatten(2).transpose(1, 2), probs.to(mask_probs))  # (B,N,C)
@@ -147,8 +148,10 @@ def calibrate(probs: Tensor, seen_positions: list[int] | Tensor | None,
 def class_probs(scores: Tensor, out_size: tuple[int, int]) -> Tensor:
     """(B,C,h,w) scores -> (B,C,H,W) resized bilinearly and normalised over classes."""
     if tuple(scores.shape[-2:]) != tuple(out_size):
-        scores = F.interpolate(scores.float(), size=tuple(out_size), mode="bilinear",
-                               align_corners=False)
+        # contiguous: the resize of a channels_last map (as :func:`aggregate` holds it) rounds
+        # differently, by up to 2e-7
+        scores = F.interpolate(scores.float().contiguous(), size=tuple(out_size),
+                               mode="bilinear", align_corners=False)
     return normalize_classes(scores)
 
 
