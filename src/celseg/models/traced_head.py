@@ -2,11 +2,12 @@
 
 At batch 1 on CPU the head (pixel decoder, transformer decoder and the text classifier of its
 final prediction, against the vocabulary's embeddings, an input of the trace) is about 150
-small operators, and Python's dispatch of each is a large share of its time. A trace frozen with its
-weights runs the same operators in the same order, with the same kernels, without that: the
-outputs are bit-identical (tests/test_traced_head.py), and the head took 8.24 -> 6.72 ms at
-128 px, 69.3 -> 65.3 ms at 128 px batch 16 and 60.0 -> 56.6 ms at 512 px
-(benchmarks/bench_traced_head.py, docs/bench_traced_head_cpu.json).
+small operators, and Python's dispatch of each is a large share of its time. A trace frozen
+with its weights runs the same operators in the same order, with the same kernels, without
+that: the outputs are bit-identical (tests/test_traced_head.py), and the head took 8.24 -> 6.72
+ms at 128 px, 69.3 -> 65.3 ms at 128 px batch 16 and 60.0 -> 56.6 ms at 512 px
+(benchmarks/bench_traced_head.py, docs/bench_traced_head_cpu.json; then without the
+classifier).
 
 A trace holds for one set of input shapes (sizes and Python-level shape checks become
 constants), so one is made per shape, dtype and device, once that key has been seen ``after``
