@@ -205,16 +205,6 @@ def scores_to_labels(scores: Tensor, out_size: tuple[int, int],
     return labels
 
 
-def _corners_agree(m: Tensor, same, below: Tensor, beside: Tensor) -> Tensor:
-    """(B,h',w') True where m has one value at the four corners of cell (y, x): (y, x), (y, x'),
-    (y', x), (y', x') with y' = below[y], x' = beside[x] (h' = len(below), w' = len(beside))."""
-    top = m[:, :below.numel()]
-    under = m[:, below]
-    corner = top[:, :, :beside.numel()]
-    return (same(corner, top[:, :, beside]) & same(corner, under[:, :, :beside.numel()])
-            & same(corner, under[:, :, beside]))
-
-
 def _corner_scores(scores: Tensor, bb: Tensor, top: Tensor, bottom: Tensor, left: Tensor,
              right: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The (N,C) class scores of (B,C,h,w) ``scores`` at N cells' four corners: top-left,
@@ -240,11 +230,12 @@ def _labels_by_pixel(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple
     b, c, h, w = scores.shape
     y0, ly = _taps(size[0], h, scores.device)
     x0, lx = _taps(size[1], w, scores.device)
-    below = (torch.arange(h, device=low.device) + 1).clamp_max(h - 1)
-    beside = (torch.arange(w, device=low.device) + 1).clamp_max(w - 1)
-    cell = _corners_agree(low, torch.eq, below, beside)
+    rows = torch.arange(h + 1, device=low.device).clamp_max(h - 1)  # the last one repeated
+    cols = torch.arange(w + 1, device=low.device).clamp_max(w - 1)
+    below, beside = rows[1:], cols[1:]  # each cell's second row and column
+    cell = _uniform_cells(low[:, rows][:, :, cols], torch.eq)  # (B,h,w)
     if ok is not None:
-        cell &= _corners_agree(ok, torch.logical_and, below, beside)
+        cell &= _uniform_cells(ok[:, rows][:, :, cols], torch.logical_and)
     labels = torch.where(cell, low, -1)[:, y0][:, :, x0]  # (B,H,W)
     bb, yy, xx = (labels < 0).nonzero(as_tuple=True)
     if bb.numel() > DENSE_SHARE * labels.numel():
@@ -301,8 +292,8 @@ def _labels_by_cell(scores: Tensor, low: Tensor, ok: Tensor | None, size: tuple[
 
 
 def _uniform_cells(padded: Tensor, same) -> Tensor:
-    """(B,h+2,w+2) -> (B,h+1,w+1) True where ``same`` holds across each cell's four corners:
-    its two rows' horizontal pairs, and its left column's vertical pair."""
+    """(B,H+1,W+1) corner map -> (B,H,W) True where ``same`` holds across each cell's four
+    corners: its two rows' horizontal pairs, and its left column's vertical pair."""
     across = same(padded[:, :, :-1], padded[:, :, 1:])  # (B,h+2,w+1)
     return across[:, :-1] & across[:, 1:] & same(padded[:, :-1, :-1], padded[:, 1:, :-1])
 

@@ -29,6 +29,14 @@ from torch import Tensor, nn
 from celseg.models.backbone import LEVELS
 
 
+def weights_key(tensors) -> tuple:
+    """Each tensor's identity, storage and version counter: the key of what is computed once
+    per weights (the traces here, ``TransformerDecoder.first_mask_embed``). It changes when a
+    tensor is swapped, moved, or written in place (an optimizer step, ``load_state_dict``; not
+    writes through ``.data``)."""
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
 class _Head(nn.Module):
     """text embeddings (C,D), features res2..res5 -> the final prediction's pred_masks
     (B,Q,H/4,W/4) and the text classifier's logits, class_embed and logit_scale."""
@@ -70,7 +78,7 @@ class TracedHead:
         self.seen: Counter = Counter()
         self.traces: dict[tuple, torch.jit.ScriptModule] = {}
         # where each parameter and buffer lives, read once: walking the modules on every call
-        # to key it cost about 50 us of a 3 ms head (a submodule swapped in later needs a new
+        # to key it cost 59-108 us of a 3 ms head (a submodule swapped in later needs a new
         # TracedHead, ``Segmenter.set_tracing``; a tensor swapped in its slot is still seen)
         self.slots = [(d, name) for m in self.head.modules() for d in (m._parameters, m._buffers)
                       for name, v in d.items() if v is not None]
@@ -98,7 +106,7 @@ class TracedHead:
             return None
         inputs = (text_emb, *(features[k] for k in LEVELS))
         key = (tuple((tuple(x.shape), x.dtype, x.device) for x in inputs),
-               tuple((id(p := params[name]), p._version) for params, name in self.slots))
+               weights_key(params[name] for params, name in self.slots))
         if key not in self.traces:
             self.seen[key] += 1
             if self.seen[key] < self.after:

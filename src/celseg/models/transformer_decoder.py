@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from celseg.models.mask_features import MaskFeatures
+from celseg.models.traced_head import weights_key
 
 
 def sine_position_embedding(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -81,8 +82,8 @@ def attend(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
 class DecoderLayer(nn.Module):
     """Cross-attention -> self-attention -> FFN, post-norm, query position added to q and k.
 
-    In training, or wherever autograd records, the attentions run through
-    ``nn.MultiheadAttention.forward``; at inference through :func:`attend` (equal outputs)."""
+    Wherever autograd records, the attentions run through ``nn.MultiheadAttention.forward``;
+    without it through :func:`attend` (equal outputs)."""
 
     def __init__(self, dim: int, nheads: int, dim_feedforward: int) -> None:
         super().__init__()
@@ -97,7 +98,7 @@ class DecoderLayer(nn.Module):
 
     def _attention(self, mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
                    value: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
             return attend(mha, query, key, value, blocked)
         if blocked is not None:  # per head, batch-major: the module's (B*heads, Q, L) layout
             blocked = blocked.repeat_interleave(mha.num_heads, dim=0)
@@ -216,8 +217,8 @@ class TransformerDecoder(nn.Module):
     def first_mask_embed(self) -> torch.Tensor:
         """(1,Q,mask_dim): the mask embedding of the learned queries before any layer, the same
         for every image (it broadcasts over the batch). Without autograd (inference) it is
-        computed once per weights and kept (keyed by the parameters' storage and version
-        counters, as :mod:`traced_head` keys its traces), so a frozen trace holds it, and its
+        computed once per weights and kept (keyed by :func:`traced_head.weights_key`, as the
+        traces are), so a frozen trace holds it, and its
         projections through the mask features, as constants: 10 operators fewer per forward.
         Read out of the Q queries once instead of per image, it equals the per-image readout up
         to float rounding (tests/test_speed_paths.py)."""
@@ -225,8 +226,7 @@ class TransformerDecoder(nn.Module):
         # weights made in inference mode keep no version counter: nothing to key a copy by
         if torch.is_grad_enabled() or any(p.is_inference() for p in params):
             return self.mask_embed(self.norm(self.query_feat.weight))[None]
-        key = (tuple((p.data_ptr(), p._version) for p in params),
-               torch.is_inference_mode_enabled())
+        key = (weights_key(params), torch.is_inference_mode_enabled())
         if self._first_embed is None or self._first_embed[0] != key:
             self._first_embed = (key, self.mask_embed(self.norm(self.query_feat.weight))[None])
         return self._first_embed[1]
