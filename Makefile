@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_DIR ?= runs/demo
 # the checkpoint `make serve` puts on its page: by default the paper's method from `make demo`
-SERVE_CKPT ?= $(DEMO_DIR)/runs/ce_ranking
+SERVE_CKPT ?= $(DEMO_DIR)/runs/ranking
 SERVE_PORT ?= 7860
 BIN := $(VENV)/bin
 

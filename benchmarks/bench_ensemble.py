@@ -1,128 +1,111 @@
-"""Latency of the inference protocols against the backbone's own forward, in one run.
+"""What each inference protocol costs, as a ratio to the segmenter alone with its ImageNet
+backbone, every setting timed in turn in one run.
 
-    python benchmarks/bench_ensemble.py [--device cpu|cuda] [--sizes 128 512] [--out FILE.json]
+    python benchmarks/bench_ensemble.py [--device cpu|cuda] [--sizes 128 512] [--repeats 7]
+        [--vlm FOLDER] [--out FILE]
 
-For each input size (batch 1, median of ``--repeats``), two models with random weights (timing
-does not depend on them) and 24 class names embedded by the VLM's text tower:
+At each size, batch 1, on a rendered image with 24 class names, model forward plus labels:
 
-- ``separate``: the default segmenter (ImageNet EfficientNet-Lite0 backbone) plus a second pass
-  of the default VLM (LiT, dense_scale 2) for the out-of-vocabulary branch;
-- ``shared``: ``model.backbone=vlm``, the frozen LiT tower shared by the pixel decoder and the
-  branch (``model.vlm_input_scale``, default 2 as the VLM's own dense_scale).
+- ``segmenter``: the default model of configs/synthetic.yaml (EfficientNet-Lite0 backbone), the
+  segmenter protocol. The reference (1.00x).
+- ``ensemble, separate VLM``: the same model with the out-of-vocabulary ensemble, which runs
+  the VLM's image tower as a second pass (the default protocol when the VLM has an image tower).
+- ``segmenter, shared tower`` and ``ensemble, shared tower``: ``model.backbone=vlm``, the VLM's
+  frozen tower as the backbone, whose dense map from the same pass feeds the ensemble.
 
-Columns: the backbone's own forward (``forward_features``; for the shared tower its full forward,
-dense map included), the segmenter alone (model forward + labels), the ensemble (model forward +
-VLM branch + labels) and zsseg's crop two-stage (separate model only), with the ratios of the
-last two to the backbone.
+The VLM is a LiT model (EfficientNet-Lite0 tower with MiniLM text) with random tower weights,
+written to a temporary folder, or the ``--vlm`` folder (a ``celseg pretrain-vlm`` output).
+Random weights: the timing does not depend on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_train import write_rows
+from common import CONFIGS, measure, ratio_text, rendered_batch, write_result
 
-from celseg.config import EvalConfig, ModelConfig
+from celseg.config import load_config
+from celseg.data.transforms import normalize
 from celseg.engine.protocol import build_inference
 from celseg.models.build import build_segmenter
-from celseg.vlm.lit import build_lit, load_lit, save_lit
+from celseg.vlm.lit import build_lit, save_lit
+from celseg.vlm.loading import load_vlm_cached
 
 NAMES = [f"class {i}" for i in range(24)]
+LABELLED = NAMES[:18]  # as in the benchmark's inductive setting: 18 seen names
+REFERENCE = "segmenter"
+SETTINGS = {  # name -> (config overrides, protocol); {vlm} is the VLM folder
+    "segmenter": ([], "segmenter"),
+    "ensemble, separate VLM": ([], "ensemble"),
+    "segmenter, shared tower": (["model.backbone=vlm"], "segmenter"),
+    "ensemble, shared tower": (["model.backbone=vlm"], "ensemble"),
+}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def random_lit(folder: str) -> str:
+    save_lit(build_lit(pretrained_backbone=False), folder, {"dense_scale": 2.0})
+    return folder
+
+
+def inference(setting: str, vlm_folder: str, dev: torch.device):
+    """(model, inference path, protocol) of one setting."""
+    overrides, protocol = SETTINGS[setting]
+    cfg = load_config(CONFIGS / "synthetic.yaml", [
+        "model.pretrained=false", f"model.vlm={vlm_folder}", *overrides,
+        f"eval.ensemble={'true' if protocol == 'ensemble' else 'false'}"])
+    torch.manual_seed(0)
+    vlm = load_vlm_cached(vlm_folder).to(dev)
+    model = build_segmenter(cfg.model, vlm.embed_dim).to(dev).eval()
+    path = build_inference(model, cfg.eval, NAMES, LABELLED, [], vlm, dev)
+    if path.protocol != protocol:
+        raise SystemExit(f"{setting}: got protocol {path.protocol}, expected {protocol}")
+    return model, path
 
 
 @torch.no_grad()
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
-def run(device: str = "cpu", sizes: tuple[int, ...] = (128, 512), repeats: int = 7,
-        input_scale: float = 2.0) -> list[dict]:
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    tmp = Path(tempfile.mkdtemp(prefix="celseg_bench_vlm_"))
-    save_lit(build_lit(pretrained_backbone=False), tmp, {"dense_scale": 2.0})
-    vlm = load_lit(tmp, device=device)
-    emb = F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1)
-    models = {
-        "separate": build_segmenter(ModelConfig(pretrained=False), 384),
-        "shared": build_segmenter(ModelConfig(pretrained=False, backbone="vlm", vlm=str(tmp),
-                                              vlm_input_scale=input_scale), 384),
-    }
-    labelled = NAMES[:18]
+def run(dev: torch.device, sizes: list[int], repeats: int, vlm_folder: str) -> list[dict]:
+    parts = {name: inference(name, vlm_folder, dev) for name in SETTINGS}
+    text_emb = F.normalize(torch.randn(len(NAMES), 384, device=dev), dim=-1)
     rows = []
-    for kind, model in models.items():
-        model = model.to(dev).eval()
-        paths = {}
-        for protocol, cfg in (("segmenter", EvalConfig(ensemble=False)),
-                              ("ensemble", EvalConfig()),
-                              ("two_stage", EvalConfig(two_stage=True, two_stage_crop_size=64))):
-            if kind == "shared" and protocol == "two_stage":
-                continue
-            paths[protocol] = build_inference(model, cfg, NAMES, labelled, [], vlm, dev)
-        for size in sizes:
-            x = torch.randn(1, 3, size, size, device=dev)
-            x01 = torch.rand(1, 3, size, size, device=dev)
-            backbone = median_time(lambda m=model, x=x: _backbone(m, x), repeats, dev)
-            row = {"bench": "ensemble", "model": kind, "size": size, "device": device,
-                   "backbone_ms": 1000 * backbone}
-            for protocol, path in paths.items():
-                reps = 2 if protocol == "two_stage" else repeats
+    for size in sizes:
+        x01 = rendered_batch(0, 1, size)[0].to(dev)
+        x = normalize(x01)
 
-                def infer(m=model, p=path, x=x, x01=x01):
-                    out = m(x, emb)
-                    return p.labels(out, x01, tuple(x.shape[-2:]))
+        def labels(i, model, path, x=x, x01=x01, size=size):
+            return path.labels(model(x, text_emb), x01, (size, size))
 
-                t = median_time(infer, reps, dev)
-                row[f"{protocol}_ms"] = 1000 * t
-                row[f"{protocol}_ratio"] = t / backbone
-            rows.append(row)
+        times = measure({name: lambda i, p=p: labels(i, *p) for name, p in parts.items()},
+                        repeats, device=dev)
+        rows += [{"bench": "ensemble", "setting": name, "protocol": SETTINGS[name][1],
+                  "size": size, "batch": 1, "ms": round(1000 * t, 3),
+                  "reference_ms": round(1000 * times[REFERENCE], 3),
+                  "ratio": round(t / times[REFERENCE], 4)} for name, t in times.items()]
     return rows
 
 
-def _backbone(model, x):
-    if hasattr(model.backbone, "forward_shared"):
-        return model.backbone.forward_shared(x)
-    return model.backbone.forward_features(x)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512],
-                        help="input sizes (px)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per cell")
-    parser.add_argument("--input-scale", type=float, default=2.0,
-                        help="model.vlm_input_scale of the shared model")
-    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
-    args = parser.parse_args()
-    rows = run(args.device, tuple(args.sizes), args.repeats, args.input_scale)
-    print("| model | size | backbone ms | segmenter ms (x) | ensemble ms (x) | two-stage ms (x) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512], help="input sizes")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
+    parser.add_argument("--vlm", default=None,
+                        help="VLM folder with an image tower (default: a random LiT model)")
+    parser.add_argument("--out", default=None, help="write the rows here as JSON")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or min(args.sizes) < 32:
+        parser.error("--repeats must be at least 1 and every size at least 32")
+    dev = torch.device(args.device)
+    with tempfile.TemporaryDirectory(prefix="celseg_bench_vlm_") as tmp:
+        os.environ["CELSEG_CACHE"] = f"{tmp}/cache"  # the names' embeddings: not the user's cache
+        rows = run(dev, args.sizes, args.repeats, args.vlm or random_lit(tmp))
     for r in rows:
-        def cell(p, r=r):
-            return (f"{r[p + '_ms']:.1f} ({r[p + '_ratio']:.2f}x)" if p + "_ms" in r else "-")
-        print(f"| {r['model']} | {r['size']} | {r['backbone_ms']:.1f} | {cell('segmenter')} | "
-              f"{cell('ensemble')} | {cell('two_stage')} |")
-    write_rows(args.out, rows)
+        print(f"{r['size']} px, batch 1, {r['setting']}: {r['ms']:.1f} ms vs segmenter "
+              f"{r['reference_ms']:.1f} ms {ratio_text(r['ratio'])}", flush=True)
+    write_result(args.out, rows, dev)
 
 
 if __name__ == "__main__":

@@ -1,64 +1,60 @@
-"""Run every benchmark, print one table and write ``benchmarks/results.json``.
+"""Run every benchmark with small settings and write each result to benchmarks/results/.
 
-    python benchmarks/run_all.py [--device cpu|cuda] [--out FILE.json]    (or: make bench)
+    python benchmarks/run_all.py [--device cpu|cuda] [--ckpt RUN] [--only speed ensemble]
+    (or: make bench)
+
+Each script runs as its own process (``bench_startup`` times new processes, and one script's
+allocations must not sit in another's measurements) and writes
+``benchmarks/results/WHAT-WHERE.json``, replacing the previous result of the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from common import result_path
 
-import bench_inference  # noqa: E402
-import bench_matcher  # noqa: E402
-import bench_train  # noqa: E402
-import torch  # noqa: E402
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| benchmark | setting | latency / time | throughput | peak memory |",
-             "|---|---|---:|---:|---:|"]
-    for r in rows:
-        if r["bench"] == "inference":
-            lines.append(f"| inference | {r['size']} px (latency batch 1, throughput batch "
-                         f"{r['batch']}) | {r['latency_ms']:.1f} ms | "
-                         f"{r['images_per_s']:.1f} img/s | {r['peak_mem_mb']:.0f} MB |")
-        elif r["bench"] == "train":
-            lines.append(f"| train ({r['mode']}) | {r['size']} px, batch {r['batch']} | "
-                         f"{r['step_s']:.3f} s/step | {r['images_per_s']:.1f} img/s | "
-                         f"{r['peak_mem_mb']:.0f} MB |")
-        else:
-            lines.append(f"| matcher | {r['size']} px, {r['queries']} queries, "
-                         f"{r['segments_per_image']:.1f} segments | {r['ms_per_image']:.2f} "
-                         "ms/image | | |")
-    return "\n".join(lines)
+HERE = Path(__file__).resolve().parent
+SCRIPTS = {  # what -> (script, its small settings)
+    "speed": ("bench_speed.py", ["--steps", "5"]),
+    "ensemble": ("bench_ensemble.py", ["--repeats", "5"]),
+    "startup": ("bench_startup.py", ["--runs", "3"]),
+}
 
 
-def main() -> None:
+def command(what: str, device: str, ckpt: str | None, folder: Path) -> list[str]:
+    script, settings = SCRIPTS[what]
+    dev = torch.device(device)
+    cmd = [sys.executable, str(HERE / script), *settings,
+           "--out", str(result_path(what, dev, folder)), "--device", device]
+    if ckpt and what in ("speed", "startup"):
+        cmd += ["--ckpt", ckpt]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")),
-                        help="JSON file for the results")
-    args = parser.parse_args()
-    rows = bench_inference.run(args.device)
-    rows += bench_train.run(args.device, "background_free")
-    rows += bench_train.run(args.device, "background_embedding")
-    rows += bench_matcher.run(args.device)
-    env = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "platform": platform.platform()}
-    if args.device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name()
-    print(f"environment: {env}")
-    print(table(rows))
-    Path(args.out).write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
-    print(f"wrote {args.out}")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ckpt", default=None,
+                        help="a trained run for the speed and startup benchmarks")
+    parser.add_argument("--only", nargs="+", choices=list(SCRIPTS), default=list(SCRIPTS),
+                        help="run only these benchmarks")
+    parser.add_argument("--results", type=Path, default=HERE / "results",
+                        help="folder of the result files")
+    args = parser.parse_args(argv)
+    failed = []
+    for what in args.only:
+        print(f"== {what}", flush=True)
+        if subprocess.run(command(what, args.device, args.ckpt, args.results)).returncode:
+            failed.append(what)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

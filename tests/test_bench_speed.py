@@ -1,44 +1,56 @@
-"""The speed benchmark's paths run end to end at a tiny size (the CUDA figures come from the
-same functions with ``--device cuda``)."""
+"""benchmarks/bench_speed.py end to end at a tiny size: every row printed as a ratio and
+written with its keys."""
 
-import math
+import json
+import re
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_speed  # noqa: E402
 
-
-def test_voc_training_path_and_matcher_rows_at_a_tiny_size():
-    cpu = torch.device("cpu")
-    row = bench_speed.voc_throughput(cpu, steps=1, size=64, batch=2, queries=5)
-    assert row["bench"] == "voc_train" and row["batch"] == 2 and row["queries"] == 5
-    assert row["images_per_s"] > 0 and math.isnan(row["peak_mem_mb"])  # no CUDA here
-    points = bench_speed.matcher_time(cpu, 12544, images=2, size=64, queries=5)
-    full = bench_speed.matcher_time(cpu, 0, images=2, size=64, queries=5)
-    assert points["ms_per_image"] > 0 and full["ms_per_image"] > 0
+ROW_KEYS = {"bench", "model", "size", "batch", "reference", "reference_ms", "ms", "ratio",
+            "target", "images_per_s"}
 
 
-def test_train_ratio_row_has_both_sides():
-    row = bench_speed.train_ratio("ranking", bench_speed.VARIANTS["ranking"], torch.device("cpu"),
-                                  steps=1, size=64, batch=2)
-    assert row["step_s"] > 0 and row["reference_s"] > 0
-    assert row["ratio"] == row["step_s"] / row["reference_s"]
+def test_tiny_run_prints_ratios_and_writes_rows(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    bench_speed.main(["--steps", "1", "--warmup", "0", "--train", "64x2", "--infer", "64x1",
+                      "--out", str(out), "--device", "cpu"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if " vs " in line]
+    assert len(lines) == 3  # two training variants, one inference setting
+    assert all(re.search(r" = \d+\.\d\dx \(", line) for line in lines), lines
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["bench"] for r in rows] == ["train", "train", "inference"]
+    for r in rows:
+        assert set(r) == ROW_KEYS
+        assert r["ratio"] == pytest.approx(r["ms"] / r["reference_ms"], rel=1e-3)
+        per_s = 1000 * r["batch"] / r["ms"]
+        assert r["images_per_s"] == pytest.approx(per_s, rel=1e-2, abs=1e-3)
+        assert r["target"] is None  # targets belong to the default settings, not 64 px
+    assert (rows[0]["size"], rows[0]["batch"], rows[2]["size"], rows[2]["batch"]) == (64, 2, 64, 1)
 
 
-def test_inference_rows_with_random_weights_and_with_a_checkpoint(tmp_path, synthetic_root,
-                                                                   make_tiny_run):
-    """Both inference rows run: the default model with random weights (and an override), and a
-    run folder's checkpoint with its dataset's names embedded by its VLM (here MiniLM)."""
-    cpu = torch.device("cpu")
-    row = bench_speed.inference_ratio(cpu, 64, 1, batch=2)
-    assert row["weights"] == "random" and row["batch"] == 2
-    assert row["ratio"] == row["full_ms"] / row["backbone_ms"] > 0
-    model, _, _ = bench_speed._inference_model(cpu, None, ("model.pixel_decoder_conv=light",))
-    assert "res2" in model.pixel_decoder.output  # the override reached the model
-    make_tiny_run(tmp_path, f"data.root={synthetic_root}")
-    row = bench_speed.inference_ratio(cpu, 64, 1, batch=1, ckpt=str(tmp_path))
-    assert row["weights"] == "trained" and row["full_ms"] > 0
+def test_training_step_updates_the_model_and_the_reference_does_not():
+    parts = bench_speed.Trainable(["model.dec_layers=1"], torch.device("cpu"))
+    images, labels = bench_speed.rendered_batch(0, 2, 64)
+    images = bench_speed.normalize(images)
+    before = {k: v.clone() for k, v in parts.model.state_dict().items()}
+    parts.backbone_step(images)
+    assert all(torch.equal(before[k], v) for k, v in parts.model.state_dict().items())
+    assert all(p.grad is None for p in parts.model.parameters())
+    parts.step(images, labels)
+    changed = [k for k, v in parts.model.state_dict().items() if not torch.equal(before[k], v)]
+    assert any(k.startswith("backbone.") for k in changed)
+    assert any(not k.startswith("backbone.") for k in changed)
+
+
+def test_bad_settings_are_refused(capsys):
+    for argv in (["--steps", "0"], ["--infer", "64"]):
+        with pytest.raises(SystemExit):
+            bench_speed.main(argv)
+    assert "SIZExBATCH" in capsys.readouterr().err

@@ -46,8 +46,7 @@ def test_weights_and_state_roundtrip(tmp_path) -> None:
 
 
 def test_load_weights_reports_mismatch(tmp_path) -> None:
-    path = tmp_path / "w.safetensors"
-    ckpt.save_weights(_model(), path, {})
+    path = ckpt.save_checkpoint(tmp_path, _model(), {"step": 0}, {})
     wrong = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Linear(5, 2))
     with pytest.raises(ModelLoadError, match="shape"):
         ckpt.load_weights(wrong, path)
@@ -71,7 +70,7 @@ def test_rng_state_restores_every_generator(tmp_path) -> None:
 
 def test_resolve_checkpoint_finds_config(tmp_path) -> None:
     run = tmp_path / "run"
-    ckpt.save_weights(_model(), run / "checkpoints" / ckpt.WEIGHTS_NAME, {})
+    ckpt.save_checkpoint(run, _model(), {"step": 0}, {})
     with pytest.raises(ModelLoadError, match="config.yaml"):
         ckpt.resolve_checkpoint(run)
     (run / "config.yaml").write_text("{}\n")

@@ -52,7 +52,23 @@ def test_shipped_configs_load() -> None:
     base = load_config(root / "synthetic.yaml")
     assert base.data.crop_size == 128 and base.train.batch_size == 8
     assert load_config(root / "synthetic_baseline.yaml").model.mode == "background_embedding"
-    assert load_config(root / "synthetic_ce.yaml").model.mode == "background_free"
+    assert load_config(root / "synthetic_background_free.yaml").model.mode == "background_free"
+    ranking = load_config(root / "synthetic_ranking.yaml")
+    assert ranking.model.mode == "background_free" and ranking.loss.ranking_weight > 0
+
+
+def test_demo_finds_its_configs_inside_the_installed_package(tmp_path, monkeypatch) -> None:
+    """Configs ship as package data: found from any working directory (as from a wheel)."""
+    from pathlib import Path
+
+    import celseg
+    from celseg.ablation.demo import config_path
+    from celseg.config import load_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    path = config_path("synthetic.yaml")
+    assert path.parent == Path(celseg.__file__).resolve().parent / "configs"
+    assert load_config(path).data.crop_size == 128
 
 
 def test_demo_rejects_unknown_variant(tmp_path, capsys) -> None:
@@ -71,8 +87,8 @@ def test_demo_end_to_end_small(tmp_path, capsys) -> None:
             "data.crop_size=64", "train.warmup_iters=1", "train.ckpt_every=0"]
     assert main(argv) == 0
     first = capsys.readouterr().out
-    assert "| baseline |" in first and "| ce_ranking |" in first
-    for variant in ("baseline", "ce_ranking"):
+    assert "| baseline |" in first and "| ranking |" in first
+    for variant in ("baseline", "ranking"):
         metrics = json.loads((out / "runs" / variant / "metrics.json").read_text())
         assert 0.0 <= metrics["miou_seen"] <= 100.0
     assert (out / "overlays" / "val_panel.png").is_file()

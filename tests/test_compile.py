@@ -1,5 +1,6 @@
 """``eval.compile_backbone``: the compiled backbone gives the eager model's outputs, and the
-option reaches the models that evaluate, predict and serve load."""
+option reaches the models that evaluate, predict and serve load; a removed ``eval`` key of an
+old run is skipped with a warning."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from celseg.cli import main
-from celseg.config import load_config
+from celseg.config import RemovedKeyWarning, load_config
+from celseg.engine.evaluate_checkpoint import overlay_eval_config
 from celseg.engine.predictor import Predictor
 from celseg.errors import CelsegError
 from celseg.models.build import build_segmenter
@@ -73,3 +75,18 @@ def test_no_compiler_is_a_clear_error(monkeypatch):
     with pytest.raises(CelsegError, match="needs a C\\+\\+ compiler"):
         model.compile_backbone()
     assert "forward_features" not in vars(model.backbone)  # nothing was changed
+
+
+def test_an_old_run_with_eval_trace_head_still_loads(tmp_path, make_tiny_run, monkeypatch):
+    """A run's config.yaml may hold ``eval.trace_head``, a key nothing reads any more: the run
+    loads for predict and evaluate with a RemovedKeyWarning naming the key."""
+    monkeypatch.setenv("CELSEG_CACHE", str(tmp_path / "cache"))
+    run = make_tiny_run(tmp_path / "old")
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("eval:\n", "eval:\n  trace_head: true\n", 1))
+    with pytest.warns(RemovedKeyWarning, match="'eval.trace_head'"):
+        predictor = Predictor.from_checkpoint(run)
+    assert predictor.segment(np.zeros((20, 24, 3), dtype=np.uint8), ["cat", "dog"]).shape == \
+        (20, 24)
+    with pytest.warns(RemovedKeyWarning, match="'eval.trace_head'"):
+        assert overlay_eval_config(load_config(None), config).eval == load_config(None).eval

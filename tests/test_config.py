@@ -141,15 +141,14 @@ def test_old_style_run_folder_loads(tmp_path, old, new) -> None:
 
     import torch
 
-    from celseg.engine.checkpoint import load_segmenter, save_weights
+    from celseg.engine.checkpoint import load_segmenter, save_checkpoint
     from celseg.models.build import build_segmenter
 
     tiny = ModelConfig(mode=new, pretrained=False, hidden_dim=32, mask_dim=16, num_queries=5,
                        dec_layers=2, nheads=2, dim_feedforward=32)
     torch.manual_seed(0)
     model = build_segmenter(tiny, 12)
-    (tmp_path / "checkpoints").mkdir()
-    save_weights(model, tmp_path / "checkpoints" / "last.safetensors", {"embed_dim": "12"})
+    save_checkpoint(tmp_path, model, {"step": 0}, {"embed_dim": "12"})
     cfg = dataclasses.replace(Config(), model=tiny)
     save_config(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()

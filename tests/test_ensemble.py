@@ -1,5 +1,5 @@
 """The out-of-vocabulary classifier and the geometric ensemble against naive loops, hand-computed
-cases and the segmenter path as it was before the ensemble existed."""
+cases and the segmenter path written plainly."""
 
 from __future__ import annotations
 
@@ -141,8 +141,8 @@ def test_alpha_beta_one_is_the_vlm_alone():
     torch.testing.assert_close(b, ref)
 
 
-def _old_semantic_map(outputs, out_size, seen_ids=None, calibration=0.0, has_background=None):
-    """The segmenter path exactly as it was written before the ensemble existed."""
+def _plain_semantic_map(outputs, out_size, seen_ids=None, calibration=0.0, has_background=None):
+    """The segmenter path written plainly: softmax, einsum, resize, normalise, argmax."""
     logits, masks = outputs["pred_logits"], outputs["pred_masks"]
     if has_background is None:
         has_background = logits.shape[-1] == outputs["text_emb"].shape[0] + 1
@@ -159,13 +159,13 @@ def _old_semantic_map(outputs, out_size, seen_ids=None, calibration=0.0, has_bac
 
 
 @pytest.mark.parametrize("bg,cal", [(False, 0.0), (True, 0.0), (False, 0.1), (True, 0.2)])
-def test_ensemble_off_equals_the_old_segmenter_output(bg, cal):
+def test_ensemble_off_equals_the_plain_segmenter_path(bg, cal):
     for seed in range(5):
         out = _outputs(b=2, q=5, c=6, h=8, w=8, bg=bg, seed=seed)
-        old = _old_semantic_map(out, (32, 32), [0, 2], cal, bg)
+        plain = _plain_semantic_map(out, (32, 32), [0, 2], cal, bg)
         path = SemanticInference(bg, "segmenter", seen_positions=[0, 2], calibration=cal)
-        assert torch.equal(path.labels(out, None, (32, 32))["segmenter"], old)
-        assert torch.equal(semantic_map(out, (32, 32), [0, 2], cal, bg), old)
+        assert torch.equal(path.labels(out, None, (32, 32))["segmenter"], plain)
+        assert torch.equal(semantic_map(out, (32, 32), [0, 2], cal, bg), plain)
 
 
 # --- Predictor with a colour VLM: a name with no training label is found by the image path --

@@ -90,6 +90,18 @@ def test_class_term_background_free_matched_only():
     assert out["loss_ce"].item() == pytest.approx(3.0 * ref, rel=1e-5)
 
 
+def test_class_term_background_free_divided_by_num_masks():
+    """Like the mask terms, the matched cross-entropy is divided by the batch's ground-truth
+    segments (2 here), not by the matched pairs (1: the second segment has no query)."""
+    logits = torch.tensor([[[1.0, 0.0], [2.0, -1.0]]])
+    crit = SetCriterion(FixedMatcher([([1], [0])]), {"loss_ce": 1.0}, has_background=False,
+                        aux_loss=False)
+    targets = [{"labels": torch.tensor([0, 1]), "masks": torch.ones(2, 2, 2)}]
+    out = crit(_outputs(logits, torch.zeros(1, 2, 2, 2)), targets, torch.zeros(1, 2, 2).long())
+    assert out["loss_ce"].item() == pytest.approx(-math.log(_softmax([2.0, -1.0])[0]) / 2,
+                                                  rel=1e-5)
+
+
 def test_mask_and_dice_terms_divided_by_num_masks():
     g = torch.Generator().manual_seed(0)
     masks = torch.randn(1, 2, 3, 3, generator=g)

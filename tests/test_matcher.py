@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from celseg.losses.mask_terms import dice_loss, sample_masks, sigmoid_bce
+from celseg.losses.mask_terms import dice_loss, sigmoid_bce
 from celseg.losses.matcher import HungarianMatcher
 
 
@@ -118,5 +118,3 @@ def test_empty_targets_and_point_sampling():
     targets = [{"labels": labels, "masks": tmasks}, empty]
     res = matcher(outputs, targets, valid[None].repeat(2, 1, 1))
     assert len(res[0][0]) == 2 and len(res[1][0]) == 0
-    pred, tgt, w = sample_masks(masks, tmasks, valid, num_points=50)
-    assert pred.shape == (4, 50) and tgt.shape == (2, 50) and w.shape == (50,)

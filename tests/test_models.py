@@ -1,4 +1,6 @@
-"""Segmenter: shapes, gradients, vocabulary as input, background-free has no background."""
+"""Segmenter: every registered backbone (shapes, no NaN, every parameter trains), vocabulary as
+input, background-free has no background, the decoder's prediction step against dense
+references."""
 
 import dataclasses
 import math
@@ -13,8 +15,10 @@ from celseg.config import LossConfig, ModelConfig, load_config
 from celseg.errors import CelsegError, ModelLoadError
 from celseg.losses.criterion import build_criterion
 from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
+from celseg.models.backbone import BACKBONES, LEVELS, STRIDES
 from celseg.models.build import build_segmenter
 from celseg.models.mask_features import MaskFeatures
+from celseg.models.transformer_decoder import TransformerDecoder, blocked_positions
 
 TINY = ModelConfig(pretrained=False, hidden_dim=32, mask_dim=16, num_queries=5, dec_layers=2,
                    nheads=2, dim_feedforward=32)
@@ -40,27 +44,19 @@ def hf_folders(tmp_path_factory):
     return {k: str(root / k) for k in configs}
 
 
-def _cfg(backbone, hf_folders, mode):
-    if backbone == "efficientnet-lite0":
-        return dataclasses.replace(TINY, mode=mode)
-    return dataclasses.replace(TINY, mode=mode, backbone=hf_folders[backbone], pretrained=True)
-
-
 def _text(c, seed=0):
     return F.normalize(torch.randn(c, D, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-@pytest.mark.parametrize("backbone", ["efficientnet-lite0", "resnet", "convnext"])
-@pytest.mark.parametrize("mode", ["background_free", "background_embedding"])
-def test_forward_shapes_and_every_parameter_gets_gradient(backbone, mode, hf_folders):
-    torch.manual_seed(0)
-    model = build_segmenter(_cfg(backbone, hf_folders, mode), D).train()
+def _check_trains(model, mode, size=64):
+    """Output shapes for two vocabularies, no NaN, a finite loss, and a gradient for every
+    trainable parameter."""
     extra = int(mode == "background_embedding")
-    images = torch.randn(2, 3, 64, 64)
+    images = torch.randn(2, 3, size, size)
     for c in (5, 9):  # the vocabulary is an input
         out = model(images, _text(c))
         assert out["pred_logits"].shape == (2, 5, c + extra)
-        assert out["pred_masks"].shape == (2, 5, 16, 16)
+        assert out["pred_masks"].shape == (2, 5, size // 4, size // 4)
         assert out["class_embed"].shape == (2, 5, D)
         assert torch.allclose(out["class_embed"].norm(dim=-1), torch.ones(2, 5), atol=1e-5)
         assert out["logit_scale"].item() == pytest.approx(100.0, rel=1e-5)
@@ -70,7 +66,7 @@ def test_forward_shapes_and_every_parameter_gets_gradient(backbone, mode, hf_fol
             assert aux["pred_masks"].shape == out["pred_masks"].shape
         for t in [out["pred_logits"], out["pred_masks"]]:
             assert torch.isfinite(t).all()
-    labels = torch.randint(0, 9, (2, 64, 64))
+    labels = torch.randint(0, 9, (2, size, size))
     labels[:, :8] = 255
     lut = build_vocab_lut(list(range(9)))
     crit = build_criterion(LossConfig(pixel_weight=1.0, ranking_weight=1.0), model.has_background)
@@ -82,6 +78,36 @@ def test_forward_shapes_and_every_parameter_gets_gradient(backbone, mode, hf_fol
     assert trainable
     missing = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registered_backbone_gives_its_features(name):
+    """Each registered builder works offline (random weights) and gives res2..res5 at strides
+    4/8/16/32 with the channels it declares, without NaN."""
+    torch.manual_seed(0)
+    backbone = BACKBONES[name](False, True).eval()
+    with torch.no_grad():
+        feats = backbone.forward_features(torch.randn(1, 3, 64, 64))
+    assert list(feats) == list(LEVELS)
+    for level, f in feats.items():
+        assert f.shape == (1, backbone.channels[level], 64 // STRIDES[level], 64 // STRIDES[level])
+        assert torch.isfinite(f).all()
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("mode", ["background_free", "background_embedding"])
+def test_forward_shapes_and_every_parameter_gets_gradient(name, mode):
+    torch.manual_seed(0)
+    model = build_segmenter(dataclasses.replace(TINY, backbone=name, mode=mode), D).train()
+    _check_trains(model, mode)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "convnext"])
+def test_hugging_face_backbone_folder_trains(arch, hf_folders):
+    """Any Hugging Face backbone folder (here tiny random ResNet and ConvNeXt) is a backbone."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, backbone=hf_folders[arch], pretrained=True)
+    _check_trains(build_segmenter(cfg, D).train(), cfg.mode)
 
 
 def test_background_free_has_no_background_parameter():
@@ -152,7 +178,8 @@ def test_frozen_batchnorm_stays_frozen():
 
 
 def test_hf_backbone_loads_saved_weights(hf_folders):
-    model = build_segmenter(_cfg("resnet", hf_folders, "background_free"), D)
+    cfg = dataclasses.replace(TINY, backbone=hf_folders["resnet"], pretrained=True)
+    model = build_segmenter(cfg, D)
     saved = load_file(f"{hf_folders['resnet']}/model.safetensors")
     mine = model.backbone.model.state_dict()
     assert saved and all(torch.equal(mine[k], v) for k, v in saved.items())
@@ -215,13 +242,10 @@ def test_pixel_decoder_conv_options_give_the_same_shapes_and_train(conv):
 def test_attention_mask_blocks_outside_the_mask_and_nothing_for_an_empty_one():
     """Masked attention: a query attends where its mask logit is >= 0 (sigmoid >= 0.5); one
     whose mask is empty everywhere attends everywhere, against a loop by hand."""
-    from celseg.models.transformer_decoder import TransformerDecoder
-
-    decoder = TransformerDecoder(hidden_dim=16, mask_dim=8, num_queries=3, nheads=2)
     logits = torch.tensor([[[[1.0, -1.0], [0.0, -2.0]], [[-1.0, -1.0], [-3.0, -0.5]],
                             [[2.0, 2.0], [2.0, 2.0]]]]).repeat(2, 1, 1, 1)  # (2,3,2,2)
     logits[1, 0] = -1.0  # image 1: query 0 empty too
-    blocked = decoder._blocked(logits)
+    blocked = blocked_positions(logits)
     assert blocked.shape == (2, 3, 4) and blocked.dtype == torch.bool
     for b in range(2):
         for q in range(3):
@@ -229,29 +253,64 @@ def test_attention_mask_blocks_outside_the_mask_and_nothing_for_an_empty_one():
             assert blocked[b, q].tolist() == ([False] * 4 if all(row) else row)
 
 
-@pytest.mark.parametrize("batch,queries,tokens", [(1, 16, 64), (3, 5, 7)])
-def test_inference_attention_equals_the_module_bit_for_bit(batch, queries, tokens):
-    """``attend`` (inference) against ``nn.MultiheadAttention.forward`` with the mask repeated
-    per head, as training calls it: the same outputs to the bit, masked and not, for cross- and
-    self-attention; and a decoder layer gives the same queries in both modes."""
-    from celseg.models.transformer_decoder import DecoderLayer, attend
+def _decoder_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    memory = [torch.randn(2, 32, s, s, generator=g) for s in (4, 8, 16)]
+    factored = MaskFeatures(torch.randn(2, 24, 32, 32, generator=g),
+                            torch.randn(2, 24, 16, 16, generator=g),
+                            torch.nn.Conv2d(24, 16, 1))  # as the `pointwise` decoder has it
+    return memory, factored
 
+
+def test_prediction_heads_against_the_dense_reference():
+    """The prediction step: class feature = norm(queries), mask embedding = MLP of it, and the
+    attention mask = the dense mask logits (einsum with ``dense()``) resized bilinearly to the
+    level's size and thresholded at 0 (compared where the logit is not within rounding of 0)."""
     torch.manual_seed(0)
-    layer = DecoderLayer(32, 4, 64).eval()
-    q, pos = torch.randn(batch, queries, 32), torch.randn(batch, queries, 32)
-    mem, mem_pos = torch.randn(batch, tokens, 32), torch.randn(batch, tokens, 32)
-    blocked = torch.rand(batch, queries, tokens) < 0.6
-    blocked[:, 0] = False  # a query that attends everywhere
+    decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, nheads=4)
+    _, features = _decoder_inputs()
+    queries = torch.randn(2, 5, 32)
     with torch.no_grad():
-        for mha, key, value, mask in ((layer.cross_attn, mem + mem_pos, mem, blocked),
-                                      (layer.cross_attn, mem, mem, None),
-                                      (layer.self_attn, q + pos, q, None)):
-            per_head = None if mask is None else mask.repeat_interleave(4, dim=0)
-            module = mha(q + pos, key, value, attn_mask=per_head, need_weights=False)[0]
-            assert torch.equal(attend(mha, q + pos, key, value, mask), module)
-        fast = layer(q, pos, mem, mem_pos, blocked)
-    reference = layer(q, pos, mem, mem_pos, blocked)  # autograd records: the module's path
-    assert torch.equal(fast, reference.detach())
+        class_feat, embed, blocked = decoder.prediction_heads(queries, features, (8, 8))
+        feat = F.layer_norm(queries, (32,), decoder.norm.weight, decoder.norm.bias)
+        hidden = feat
+        linears = [m for m in decoder.mask_embed if isinstance(m, torch.nn.Linear)]
+        for i, linear in enumerate(linears):
+            hidden = linear(hidden) if i == 2 else linear(hidden).relu()
+        dense = torch.einsum("bqc,bchw->bqhw", hidden, features.dense())
+        small = F.interpolate(dense, size=(8, 8), mode="bilinear", align_corners=False)
+        assert decoder.prediction_heads(queries, features, None)[2] is None
+    torch.testing.assert_close(class_feat, feat)
+    torch.testing.assert_close(embed, hidden)
+    want = (small < 0).flatten(2)
+    want &= ~want.all(-1, keepdim=True)
+    clear = small.flatten(2).abs() > 1e-4
+    assert torch.equal(blocked[clear], want[clear]) and clear.float().mean() > 0.99
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_eval_mode_returns_the_final_training_prediction(masked):
+    """The decoder computes the same in both modes: eval mode returns the last of training's
+    ``num_layers + 1`` predictions (masks up to the rounding of one product against four)."""
+    torch.manual_seed(0)
+    decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=3,
+                                 nheads=4, dim_feedforward=64, masked_attention=masked)
+    memory, features = _decoder_inputs()
+    with torch.no_grad():
+        train = decoder.train()(memory, features)
+        final = decoder.eval()(memory, features)
+    assert len(train) == 4 and len(final) == 1
+    for key in ("class_feat", "mask_embed"):
+        assert torch.equal(final[0][key], train[-1][key])
+    torch.testing.assert_close(final[0]["pred_masks"], train[-1]["pred_masks"], rtol=0,
+                               atol=1e-5)
+
+
+def test_eval_mode_outputs_have_no_auxiliary_predictions():
+    model = build_segmenter(TINY, D)
+    text = _text(3)
+    assert len(model.train()(torch.randn(1, 3, 64, 64), text)["aux_outputs"]) == 2
+    assert model.eval()(torch.randn(1, 3, 64, 64), text)["aux_outputs"] == []
 
 
 def test_config_accepts_every_pixel_decoder_conv_and_names_a_wrong_one():
@@ -296,14 +355,19 @@ def test_dec_levels_choose_the_memory_the_layers_read(levels, layers, expected):
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
-def test_wrong_dec_levels_are_named():
-    """An unknown or repeated level is a config error naming the value; more levels than
-    layers (a level no layer reads) is an error naming both keys."""
+def test_wrong_model_keys_are_named():
+    """An unknown or repeated level, more levels than layers (a level no layer reads), or a
+    hidden width the position code cannot split in four is a config error naming the value,
+    from a config file and from build_segmenter alike."""
     for bad, text in (("res6", "res6"), ("res4,res4", "twice")):
         with pytest.raises(CelsegError, match=text):
             load_config(None, [f"model.dec_levels={bad}"])
-    with pytest.raises(CelsegError, match="dec_layers is 1"):
+    with pytest.raises(CelsegError, match=r"'res4,res3' names 2, more than dec_layers \(1\)"):
+        load_config(None, ["model.dec_layers=1", "model.dec_levels=res4,res3"])
+    with pytest.raises(CelsegError, match=r"'model.dec_levels'.*dec_layers \(1\)"):
         build_segmenter(dataclasses.replace(TINY, dec_layers=1, dec_levels="res4,res3"), D)
+    with pytest.raises(CelsegError, match=r"'model.hidden_dim': value 30 .*multiple of 4"):
+        build_segmenter(dataclasses.replace(TINY, hidden_dim=30, nheads=1), D)
 
 
 def test_full_pixel_decoder_keeps_its_initial_weights():

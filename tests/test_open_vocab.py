@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from celseg.ablation import open_vocab
+from celseg.ablation.packaged import config_path
 from celseg.cli import main
 from celseg.data.classes import load_classes
 from celseg.evaluation.name_split import name_split_miou
@@ -29,25 +30,23 @@ def test_name_split_hand_computed():
     assert math.isnan(name_split_miou(per_class, [])["shared"])
 
 
-def test_section_is_appended_then_replaced_in_place(tmp_path):
-    doc = tmp_path / "RESULTS.md"
-    doc.write_text("# Results\n\nold text\n")
-    open_vocab.replace_section(doc, "## OV\n\nfirst\n")
-    doc.write_text(doc.read_text() + "\n## Later section\n")
-    open_vocab.replace_section(doc, "## OV\n\nsecond\n")
-    text = doc.read_text()
-    assert text.startswith("# Results\n\nold text\n") and text.endswith("## Later section\n")
-    assert "second" in text and "first" not in text
-    assert text.count(open_vocab.MARK_BEGIN) == 1 == text.count(open_vocab.MARK_END)
+def test_open_vocab_rejects_bad_seeds_before_any_work(tmp_path, capsys):
+    results = tmp_path / "OV.md"
+    results.write_text("earlier report")
+    assert main(["open-vocab", "--seeds", "0", "--out", str(tmp_path / "runs"), "--results",
+                 str(results), "--quiet"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert results.read_text() == "earlier report" and not (tmp_path / "runs").exists()
 
 
 def test_target_line_against_hand_numbers():
     def row(new):
         return {"scores": {"ensemble": {"new": {"mean": new}}}}
 
-    line = open_vocab.target_line({"bgfree_all": row(40.0), "oracle_ov": row(60.0)})
+    line = open_vocab.target_line({"background_free_all": row(40.0), "oracle_ov": row(60.0)})
     assert "0.67 x oracle" in line and "not met" in line and "8.0 mIoU short" in line
-    assert "**met**" in open_vocab.target_line({"bgfree_all": row(50.0), "oracle_ov": row(60.0)})
+    assert "**met**" in open_vocab.target_line({"background_free_all": row(50.0),
+                                                "oracle_ov": row(60.0)})
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +80,8 @@ def tiny_run(tmp_path_factory, synthetic_root, both_worlds_vlm):
     out = tmp_path_factory.mktemp("run") / "run"
     sets = [*tiny_training(1, ckpt_every=1), f"model.vlm={both_worlds_vlm}",
             "data.setting=oracle", f"data.root={synthetic_root}", f"train.out_dir={out}"]
-    assert main(["train", "-c", str(REPO / "configs" / "synthetic_ce.yaml"), "--no-progress",
-                 "--set", *sets]) == 0
+    assert main(["train", "-c", str(config_path("synthetic_background_free.yaml")),
+                 "--no-progress", "--set", *sets]) == 0
     return out
 
 
@@ -127,7 +126,7 @@ def test_real_data_ov_eval_is_the_embedded_cross_dataset_path(tiny_run, voc_root
     assert main(["evaluate", "--ckpt", str(tiny_run), "-c", str(paper_cfg), "--data",
                  str(voc_root), "--out", str(tmp_path / "cli.json"), "--no-progress"]) == 0
     via_table = open_vocab.cross_evaluate(tiny_run, paper_cfg, voc_root, tmp_path / "ov.json")
-    embedded = open_vocab.cross_evaluate(tiny_run, REPO / open_vocab.EVAL_CONFIG, ov_root,
+    embedded = open_vocab.cross_evaluate(tiny_run, config_path(open_vocab.EVAL_CONFIG), ov_root,
                                          tmp_path / "emb.json")
     assert len(evaluate_calls) == 3
     (voc_names, voc_cfg), again, (ov_names, ov_cfg) = evaluate_calls
@@ -145,18 +144,34 @@ def test_real_data_ov_eval_is_the_embedded_cross_dataset_path(tiny_run, voc_root
     assert ov_scores["segmenter"]["n_shared"] == 3
 
 
-def test_the_ablation_report_keeps_the_open_vocab_section(tmp_path):
-    """Rewriting the ablation's report (celseg ablate, --report-only too) keeps the section the
-    open-vocab study wrote, once, after the notes; without one it adds none."""
-    from celseg.ablation.report import write_results
+def test_open_vocab_command_writes_its_report_whole(synthetic_root, ov_root, both_worlds_vlm,
+                                                    tmp_path):
+    from bad_input_tools import tiny_training
 
-    doc = tmp_path / "RESULTS.md"
-    write_results(doc, {}, [], "celseg ablate", {}, None, notes="NOTES")
-    assert open_vocab.MARK_BEGIN not in doc.read_text()
-    open_vocab.replace_section(doc, "## OV\n\ntransfer table\n")
-    for _ in range(2):
-        write_results(doc, {}, [], "celseg ablate", {}, None, notes="NEW NOTES")
-        text = doc.read_text()
-        assert text.count(open_vocab.MARK_BEGIN) == 1 == text.count(open_vocab.MARK_END)
-        assert "transfer table" in text and "NEW NOTES" in text
-        assert text.index("NEW NOTES") < text.index(open_vocab.MARK_BEGIN)
+    results = tmp_path / "OV.md"
+    results.write_text("# An older report\n")
+    out = tmp_path / "runs"
+    assert main(["open-vocab", "--seeds", "1", "--data", str(synthetic_root), "--ov-data",
+                 str(ov_root), "--vlm", str(both_worlds_vlm), "--out", str(out), "--results",
+                 str(results), "--quiet", "--overwrite",
+                 "--set", *tiny_training(1, ckpt_every=0)]) == 0
+    text = results.read_text()
+    assert text.startswith("# Open-vocabulary transfer") and "older report" not in text
+    saved = json.loads((out / "open_vocab.json").read_text())
+    assert set(saved["table"]) == {"baseline_all", "background_free_all", "oracle_ov"}
+    assert (out / "open_vocab.md").read_text() == text
+    for row in saved["table"].values():
+        assert f"| {row['title']} |" in text
+    assert "0.8 x" in text
+
+
+def test_protocol_study_command_reads_each_run_on_its_own_data(tiny_run, tmp_path):
+    out = tmp_path / "study.json"
+    assert main(["protocol-study", "--ckpt", str(tiny_run), "--settings", "cheap",
+                 "--max-images", "1", "--no-progress", "--out", str(out)]) == 0
+    from celseg.ablation.protocol_study import PRESETS
+
+    study = json.loads(out.read_text())[str(tiny_run)]
+    assert list(study) == list(PRESETS["cheap"])
+    assert study["segmenter alone"]["protocol"] == "segmenter"
+    assert study["soft, renorm, x1"]["protocol"] == "ensemble"

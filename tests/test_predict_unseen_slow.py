@@ -2,7 +2,8 @@
 had no label in training, through the default ensemble path (slow: trains a real model).
 
 Set ``CELSEG_E2E_RUN`` to an existing run folder of the inductive background-free + ranking
-model (e.g. ``runs/ablation/ranking/seed0``) to skip the ~7 minutes of data, VLM and training.
+model (e.g. ``runs/ablation/ranking/split0/seed0``) to skip the ~7 minutes of data, VLM and
+training.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def inductive_run(tmp_path_factory) -> Path:
     from celseg.engine.trainer import train
 
     out = tmp_path_factory.mktemp("e2e")
-    data = make_data(out, 0, False)
-    vlm = pretrain_vlm(out, data, False)
-    cfg = load_config(config_path("synthetic_ce_ranking.yaml"),
+    data, data_ov = make_data(out, 0, False)
+    vlm = pretrain_vlm(out, (data, data_ov), False)
+    cfg = load_config(config_path("synthetic_ranking.yaml"),
                       [f"data.root={data}", f"train.out_dir={out / 'run'}", f"model.vlm={vlm}"])
     train(cfg, progress=False)
     return out / "run"

@@ -164,3 +164,38 @@ def test_exif_orientation_is_applied(predictor, tmp_path) -> None:
     img.save(tmp_path / "photo.jpg", exif=exif)
     result = segment_upload(predictor, tmp_path / "photo.jpg", "cat, dog", Limits())
     assert result.label.shape == (50, 20)
+
+
+@pytest.fixture
+def fake_server(monkeypatch):
+    """``celseg serve`` up to the server: Gradio stubbed, ``serve`` recording its arguments."""
+    import sys
+    import types
+
+    import celseg.serve.app
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "gradio", types.ModuleType("gradio"))
+    monkeypatch.setattr(celseg.serve.app, "serve", lambda *a, **k: calls.append((a, k)))
+    return calls
+
+
+def test_serve_takes_an_exported_model_and_a_vlm_alone(run, synthetic_root, tmp_path,
+                                                       fake_server, capsys) -> None:
+    from celseg.vlm.lit import build_lit, save_lit
+
+    assert main(["export", str(run), str(tmp_path / "model")]) == 0
+    assert main(["serve", "--ckpt", str(tmp_path / "model"), "--device", "cpu"]) == 0
+    (predictor, _, examples, *_), kwargs = fake_server[-1]
+    assert predictor.protocol in ("ensemble", "segmenter") and len(examples.paths) == 6
+    assert str(tmp_path / "model") in kwargs["title"]
+    image = _noise_png(tmp_path / "a.png", 20, 30)
+    assert segment_upload(predictor, image, "cat, dog", Limits()).label.shape == (20, 30)
+
+    vlm = save_lit(build_lit(pretrained_backbone=False), tmp_path / "vlm")
+    assert main(["serve", "--vlm", str(vlm), "--device", "cpu", "--examples", "3"]) == 0
+    (predictor, _, examples, *_), _ = fake_server[-1]
+    assert predictor.protocol == "training-free" and examples.paths == []
+    result = segment_upload(predictor, image, "cat, dog", Limits())
+    assert result.label.shape == (20, 30) and result.label.max() < 2
+    assert main(["serve"]) == 2 and "--vlm" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from test_vlm_clip import _reference_dense, _write_tiny_clip
 
 from celseg.config import LossConfig, ModelConfig, TrainConfig
 from celseg.data.transforms import normalize
-from celseg.errors import ModelLoadError
+from celseg.errors import CelsegError, ModelLoadError
 from celseg.losses.criterion import build_criterion
 from celseg.losses.targets import build_vocab_lut, labels_to_targets, labels_to_vocab
 from celseg.models.build import build_segmenter
@@ -172,8 +172,8 @@ def test_text_only_vlm_and_wrong_width_are_errors(vlm_dirs):
         build_segmenter(dataclasses.replace(TINY, vlm="minilm"), 384)
     with pytest.raises(ModelLoadError, match="384"):
         build_segmenter(dataclasses.replace(TINY, vlm=str(vlm_dirs["lit"])), 16)
-    with pytest.raises(ModelLoadError, match="vlm_input_scale"):
-        _model("lit", vlm_dirs, vlm_input_scale=0.0)
+    with pytest.raises(CelsegError, match="'model.vlm_input_scale': value 0.0"):
+        _model("lit", vlm_dirs, vlm_input_scale=0.0)  # the config's rule, before any loading
 
 
 def test_train_three_steps_then_load_without_the_same_vlm_weights(tmp_path, monkeypatch):

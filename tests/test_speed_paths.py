@@ -1,22 +1,18 @@
-"""The fast paths of training and inference against their plain references.
+"""The point-sampled training losses against their plain references.
 
-- labels from the low-resolution scores equal the argmax of the full-resolution map;
 - the point-sampled, batched matcher gives the full-resolution assignment on an unambiguous case,
   and its batched costs equal a per-image loop;
 - importance sampling takes its share of points where the prediction is uncertain;
 - the point-sampled pixel loss is an unbiased estimate of the every-pixel loss, and equals the
-  scores read at its points;
-- the decoder's inference path (final prediction only) equals the training path's final one.
+  scores read at its points.
 """
 
-import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from celseg.config import ModelConfig
 from celseg.losses.class_enhancement import pixel_focal_loss
 from celseg.losses.mask_terms import importance_coords, points_for, read_nearest
 from celseg.losses.matcher import (
@@ -28,69 +24,6 @@ from celseg.losses.matcher import (
 )
 from celseg.losses.targets import build_vocab_lut, labels_to_targets
 from celseg.models import inference
-from celseg.models.build import build_segmenter
-from celseg.models.inference import calibrate, class_probs, scores_to_labels
-from celseg.models.mask_features import MaskFeatures
-from celseg.models.transformer_decoder import TransformerDecoder
-
-
-def _full_path(scores, size, seen, calibration):
-    return calibrate(class_probs(scores, size), seen, calibration).argmax(1)
-
-
-@pytest.mark.parametrize("shape,size", [((2, 5, 8, 8), (32, 32)), ((2, 5, 7, 9), (20, 31)),
-                                        ((1, 4, 16, 16), (10, 10)), ((3, 24, 32, 32), (128, 128)),
-                                        ((2, 5, 7, 9), (21, 18)), ((1, 3, 1, 5), (4, 5)),
-                                        ((2, 6, 9, 6), (45, 24))])
-@pytest.mark.parametrize("calibration", [0.0, 0.3])
-@pytest.mark.parametrize("dense_share", [1.0, 0.0, inference.DENSE_SHARE])
-def test_labels_equal_the_full_resolution_argmax(shape, size, calibration, dense_share,
-                                                 monkeypatch):
-    """At integer factors (by cell: 4, 3 x 2, 4 x 1 from one row, 5 x 4) and others (by pixel:
-    boundary pixels only at share 1, the whole map at share 0, and the default)."""
-    monkeypatch.setattr(inference, "DENSE_SHARE", dense_share)
-    g = torch.Generator().manual_seed(sum(shape) + int(10 * calibration))
-    smooth = F.interpolate(torch.rand(shape[0], shape[1], 3, 3, generator=g), size=shape[-2:],
-                           mode="bilinear", align_corners=False)
-    for scores in (torch.rand(*shape, generator=g) ** 3, smooth):  # noisy and smooth maps
-        scores = scores.clone()
-        scores[:, :, :2, :2] = 0  # Z < EPS: the clamp of the normalisation is active there
-        got = scores_to_labels(scores, size, [0, 2], calibration)
-        assert torch.equal(got, _full_path(scores, size, [0, 2], calibration))
-
-
-@pytest.mark.parametrize("factor", [(4, 4), (3, 2), (1, 5)])
-@pytest.mark.parametrize("share", [1.0, inference.CALIBRATED_CELL_SHARE])
-def test_labels_by_cell_on_many_boundaries(factor, share, monkeypatch):
-    """Maps of many nearly tied classes: most cells are boundaries, and every boundary pixel's
-    label must still equal the full path's (the integer-factor route, blended and calibrated;
-    at the default share, calibrated maps take the whole-map route)."""
-    monkeypatch.setattr(inference, "CALIBRATED_CELL_SHARE", share)
-    g = torch.Generator().manual_seed(sum(factor))
-    for _ in range(10):
-        scores = 1 + 0.05 * torch.rand(2, 6, 12, 10, generator=g)
-        size = (12 * factor[0], 10 * factor[1])
-        for calibration in (0.0, 0.01):
-            got = scores_to_labels(scores, size, [1, 3], calibration)
-            assert torch.equal(got, _full_path(scores, size, [1, 3], calibration))
-
-
-def test_calibrated_labels_resize_the_whole_map_when_most_cells_are_boundaries(monkeypatch):
-    """With calibration the cell route costs more than the whole map when nearly every cell is
-    a boundary (bench_labels.py --random-scores --calibration 0.1), so above
-    CALIBRATED_CELL_SHARE it hands over; without calibration, or on a smooth map, it does not."""
-    calls = []
-    dense = inference._dense_labels
-    monkeypatch.setattr(inference, "_dense_labels", lambda *a: calls.append(1) or dense(*a))
-    g = torch.Generator().manual_seed(0)
-    noisy = torch.rand(1, 6, 16, 16, generator=g)
-    smooth = F.interpolate(torch.rand(1, 6, 2, 2, generator=g), size=(16, 16), mode="bilinear",
-                           align_corners=False)
-    for scores, calibration, expected in ((noisy, 0.1, 1), (noisy, 0.0, 0), (smooth, 0.1, 0)):
-        calls.clear()
-        got = scores_to_labels(scores, (64, 64), [0, 1], calibration)
-        assert len(calls) == expected, (calibration, expected)
-        assert torch.equal(got, _full_path(scores, (64, 64), [0, 1], calibration))
 
 
 def _planted_case(size=128, k=5, queries=12, seed=0):
@@ -279,87 +212,3 @@ def test_point_mask_terms_read_each_pairs_own_image_by_hand(monkeypatch):
         want_dice += 1 - (2 * (w * s * tgt).sum() + 1) / ((w * s).sum() + (w * tgt).sum() + 1)
     torch.testing.assert_close(bce, want_bce / 2)
     torch.testing.assert_close(dice, want_dice / 2)
-
-
-def test_decoder_inference_path_equals_the_final_training_prediction():
-    torch.manual_seed(0)
-    decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=4,
-                                 nheads=4, dim_feedforward=64).eval()
-    memory = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
-    factored = MaskFeatures(torch.randn(2, 24, 32, 32), torch.randn(2, 24, 16, 16),
-                            torch.nn.Conv2d(24, 16, 1))  # as the `pointwise` decoder has it
-    for mask_features in (torch.randn(2, 16, 32, 32), factored):
-        train_path = decoder(memory, mask_features, all_predictions=True)
-        infer_path = decoder(memory, mask_features, all_predictions=False)  # level-size masks
-        assert len(train_path) == 5 and len(infer_path) == 1
-        for key in ("pred_masks", "class_feat"):
-            assert torch.allclose(infer_path[0][key], train_path[-1][key], atol=1e-4)
-
-
-def test_decoder_inference_without_autograd_follows_new_weights():
-    """Without autograd the decoder keeps the learned queries' first mask embedding and runs
-    attention through ``attend``: its final prediction equals the autograd path's up to float
-    rounding (the embedding is read out of the Q queries once, not per image), and after an
-    in-place weight update (an optimizer step) both follow the new weights (the kept embedding
-    is not stale)."""
-    torch.manual_seed(0)
-    decoder = TransformerDecoder(hidden_dim=32, mask_dim=16, num_queries=5, num_layers=2,
-                                 nheads=4, dim_feedforward=64).eval()
-    memory = [torch.randn(2, 32, s, s) for s in (4, 8, 16)]
-    mask_features = MaskFeatures(torch.randn(2, 24, 32, 32), torch.randn(2, 24, 16, 16),
-                                 torch.nn.Conv2d(24, 16, 1))
-    masks = []
-    for _ in range(2):
-        with torch.no_grad():
-            fast = decoder(memory, mask_features, all_predictions=False)[0]
-        recorded = decoder(memory, mask_features, all_predictions=False)[0]
-        for key in ("pred_masks", "class_feat"):
-            torch.testing.assert_close(fast[key], recorded[key].detach(), rtol=0, atol=1e-5)
-        masks.append(fast["pred_masks"])
-        with torch.no_grad():  # a step that moves the queries and their mask embedding
-            decoder.query_feat.weight.mul_(-1.5)
-            decoder.mask_embed[0].bias.add_(0.5)
-    assert not torch.allclose(masks[0], masks[1])  # the step changed the attention masks
-
-
-@pytest.mark.parametrize("shape", [(1, 8, 4, 4), (3, 5, 8, 6), (2, 4, 1, 7)])
-def test_add_upsampled_equals_nearest_interpolation(shape):
-    """The pixel decoder's top-down sum without autograd (repeat and broadcast) equals
-    ``x + F.interpolate(top, mode="nearest")`` to the bit, and with autograd (the interpolation
-    itself) too; sizes that are not twice the top's take the interpolation."""
-    from celseg.models.pixel_decoder import add_upsampled
-
-    g = torch.Generator().manual_seed(sum(shape))
-    top = torch.randn(*shape, generator=g)
-    for size in ((2 * shape[2], 2 * shape[3]), (2 * shape[2] + 1, 3 * shape[3])):
-        x = torch.randn(shape[0], shape[1], *size, generator=g)
-        want = x + F.interpolate(top, size=size, mode="nearest")
-        with torch.no_grad():
-            assert torch.equal(add_upsampled(x, top), want)
-        assert torch.equal(add_upsampled(x, top.requires_grad_()).detach(), want)
-        top = top.detach()
-
-
-def test_eval_mode_outputs_have_no_auxiliary_predictions():
-    cfg = dataclasses.replace(ModelConfig(pretrained=False), num_queries=4, hidden_dim=32,
-                              mask_dim=32, dim_feedforward=64)
-    model = build_segmenter(cfg, 16)
-    text = F.normalize(torch.randn(3, 16), dim=-1)
-    assert len(model.train()(torch.randn(1, 3, 64, 64), text)["aux_outputs"]) == 3
-    assert model.eval()(torch.randn(1, 3, 64, 64), text)["aux_outputs"] == []
-
-
-def test_semantic_scores_hold_classes_innermost_with_the_same_values():
-    """``aggregate`` (inference) builds S as one (B,N,Q) x (B,Q,C) product, classes innermost in
-    memory, equal to the loss's einsum up to float rounding; the whole-map resize reads it as a
-    contiguous map (a channels_last resize rounds differently)."""
-    g = torch.Generator().manual_seed(0)
-    probs = torch.rand(2, 7, 5, generator=g).softmax(-1)
-    logits = torch.randn(2, 7, 6, 9, generator=g)
-    scores = inference.aggregate(probs, logits)
-    assert scores.shape == (2, 5, 6, 9)
-    assert scores.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(scores, inference.aggregate_mask_probs(probs, logits.sigmoid()),
-                               rtol=0, atol=1e-6)
-    want = F.interpolate(scores.contiguous(), size=(20, 31), mode="bilinear", align_corners=False)
-    assert torch.equal(class_probs(scores, (20, 31)), inference.normalize_classes(want))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from celseg.data.classes import load_classes
 from celseg.viz.overlay import colorize, contact_sheet, legend_image, overlay, panel
@@ -37,3 +39,30 @@ def test_legend_marks_and_panel_layout(synthetic_root):
     lab = np.full((64, 64), info.unseen_ids[0], np.uint8)
     cs = contact_sheet([img, img], [lab, lab], info, preds=[lab, lab], names=["p", "q"])
     assert cs.width > 3 * 192 and cs.height > 2 * 192
+
+
+def test_panel_titles_stay_inside_their_columns():
+    """Long column titles (the demo's "background_free (ensemble)" over 128 px cells) are
+    wrapped: in the title band no dark pixel lies outside a column's slot, and every column's
+    title is drawn."""
+    w, gap = 128, 4
+    titles = ["image", "baseline (segmenter)", "background_free (ensemble)",
+              "averyveryverylongnamewithoutanybreak (segmenter)"]
+    sheet = np.asarray(panel([[np.full((w, w, 3), 255, np.uint8)] * 4], titles, gap=gap))
+    band = sheet[: sheet.shape[0] - w - 2 * gap].min(axis=2) < 128  # dark text pixels
+    assert band.shape[0] > 2 * 14  # the long titles took more than one line
+    for j in range(len(titles)):
+        start = gap + j * (w + gap)
+        assert band[:, start: start + w].any()  # the title is there
+        assert not band[:, start + w: start + w + gap].any()  # and never crosses into the next
+    assert not band[:, : gap].any()
+
+
+@given(st.text(alphabet="ab _()", max_size=60), st.integers(20, 200))
+def test_wrapped_title_lines_fit_and_keep_every_character(title, width):
+    from celseg.viz.overlay import _font, wrap_title
+
+    font = _font(14)
+    lines = wrap_title(title, width, font)
+    assert "".join(lines).replace(" ", "") == title.replace(" ", "")
+    assert all(font.getlength(line) <= width or len(line) == 1 for line in lines)

@@ -28,6 +28,7 @@ from celseg.config_rules import (
     existing_dir,
     multiple_of,
     name_list,
+    names_at_most,
     not_above,
     not_below,
     not_empty,
@@ -48,12 +49,24 @@ class RenamedValueWarning(DeprecationWarning):
     """A config value was given in a spelling that has been renamed (see RENAMED_VALUES)."""
 
 
+class RemovedKeyWarning(DeprecationWarning):
+    """A config key that nothing reads any more was given (see REMOVED_KEYS); it is skipped."""
+
+
 # values renamed since earlier versions, {(section, key): {old spelling: new spelling}}: the
 # one alias table. An old spelling still loads wherever a section is built (a YAML file, --set,
 # a run's saved config.yaml, ModelConfig(...) itself: the section's __post_init__ calls
 # _rename_old_values) and is replaced by the new one with a RenamedValueWarning naming both.
 RENAMED_VALUES: dict[tuple[str, str], dict[str, str]] = {
     ("model", "mode"): {"ce": "background_free", "baseline": "background_embedding"},
+}
+# the alias table's second part: old names of the ablation's variants, which are also the run
+# folders of `celseg ablate`, `celseg open-vocab` and `celseg demo` (not config values); an old
+# name given to --variants is read as the new one with a RenamedValueWarning, and a finished run
+# in a folder of an old name is read where the new one is missing
+RENAMED_VARIANTS: dict[str, str] = {
+    "bgfree": "background_free", "ce": "background_free", "ce_ranking": "ranking",
+    "bgfree_all": "background_free_all",
 }
 
 
@@ -122,13 +135,14 @@ class ModelConfig:
     # LiT tower at vlm_input_scale 2: the decoder reads its stages at strides 4..32 of the
     # ORIGINAL image (res3, res4, res5, res5 pooled), so masks and head cost stay those of scale 1
     vlm_original_strides: bool = True
-    hidden_dim: int = spec(128, at_least(1), multiple_of("nheads"))
+    hidden_dim: int = spec(128, at_least(1), multiple_of("nheads"), multiple_of(4))
     mask_dim: int = spec(128, at_least(1))
     num_queries: int = spec(16, at_least(1))
     dec_layers: int = spec(3, at_least(1))
     # the memory levels the decoder layers read, round robin, comma-separated (e.g. "res4");
-    # "": the first min(3, dec_layers) of res5, res4, res3 (Mask2Former's coarse-to-fine order)
-    dec_levels: str = spec("", name_list("res5", "res4", "res3"))
+    # "": the first min(3, dec_layers) of res5, res4, res3 (Mask2Former's coarse-to-fine order);
+    # at most dec_layers names (a level that no layer reads would get no gradient)
+    dec_levels: str = spec("", name_list("res5", "res4", "res3"), names_at_most("dec_layers"))
     nheads: int = spec(4, at_least(1))
     dim_feedforward: int = spec(512, at_least(1))
     masked_attention: bool = True
@@ -237,9 +251,6 @@ class EvalConfig:
     # torch.compile the backbone for evaluate / predict / serve (Segmenter.compile_backbone):
     # faster on CPU after a few seconds of compiling; needs a C++ compiler
     compile_backbone: bool = False
-    # the head through frozen TorchScript traces, one per input shape seen twice
-    # (celseg.models.traced_head): bit-identical outputs, faster on CPU; false = always eager
-    trace_head: bool = True
 
 
 @dataclass(frozen=True)
@@ -252,9 +263,10 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-# keys that configs written by earlier versions hold and nothing reads any more: skipped on
-# reading, so that every saved run (and its checkpoint) still loads
-REMOVED_KEYS = {("train", "self_train_rounds")}
+# keys that configs written by earlier versions hold and nothing reads any more: skipped with a
+# RemovedKeyWarning wherever a key is set (a YAML file, --set, a run's saved config.yaml), so
+# that every saved run (and its checkpoint) still loads
+REMOVED_KEYS = {("train", "self_train_rounds"), ("eval", "trace_head")}
 
 
 def _section_type(name: str) -> type:
@@ -298,6 +310,10 @@ def _apply(cfg: Config, section: str, key: str, value: Any) -> Config:
             f"unknown config section '{section}' (key '{section}.{key}'); "
             f"known sections: {', '.join(SECTIONS)}"
         )
+    if (section, key) in REMOVED_KEYS:
+        warnings.warn(f"config key '{section}.{key}' is no longer read; its value {value!r} is "
+                      "ignored", RemovedKeyWarning, stacklevel=_outside_stacklevel())
+        return cfg
     sec = getattr(cfg, section)
     fields = {f.name: f for f in dataclasses.fields(sec)}
     if key not in fields:
@@ -345,8 +361,7 @@ def from_dict(raw: dict[str, Any], cfg: Config | None = None, source: str = "<di
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section}' must be a mapping, got {values!r}")
         for key, value in values.items():
-            if (section, key) not in REMOVED_KEYS:
-                cfg = _apply(cfg, section, key, value)
+            cfg = _apply(cfg, section, key, value)
     return validate(cfg) if check else cfg
 
 

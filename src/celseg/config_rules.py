@@ -93,12 +93,22 @@ def not_above(key: str) -> Rule:
     return _rule(check, f"<= {key}")
 
 
-def multiple_of(key: str) -> Rule:
-    """The value must be a multiple of the section's ``key`` (e.g. hidden_dim of nheads)."""
+def multiple_of(key: str | int) -> Rule:
+    """The value must be a multiple of the section's ``key`` (e.g. hidden_dim of nheads), or of
+    a number."""
     def check(v: Any, section: Any) -> str | None:
-        other = getattr(section, key)
-        return None if other > 0 and v % other == 0 else f"must be a multiple of {key} ({other})"
+        other = key if isinstance(key, int) else getattr(section, key)
+        named = str(key) if isinstance(key, int) else f"{key} ({other})"
+        return None if other > 0 and v % other == 0 else f"must be a multiple of {named}"
     return _rule(check, f"multiple of {key}")
+
+
+def names_at_most(key: str) -> Rule:
+    """A comma-separated list of at most as many names as the section's ``key`` says."""
+    def check(v: str, section: Any) -> str | None:
+        count, other = len(split_names(v)), getattr(section, key)
+        return None if count <= other else f"names {count}, more than {key} ({other})"
+    return _rule(check, f"at most {key} names")
 
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -18,31 +18,20 @@ import math
 import time
 from pathlib import Path
 
-from celseg.ablation.report import figure
-from celseg.ablation.runner import run_ablation
-from celseg.ablation.variants import VARIANTS as ABLATION_VARIANTS
-from celseg.ablation.variants import Variant
+from celseg.ablation.figure import figure
+from celseg.ablation.packaged import config_path
+from celseg.ablation.runner import PseudoSettings, run_ablation
+from celseg.ablation.variants import Variant, current_name, select
 from celseg.config import load_config
 from celseg.data.synthetic import generate
 from celseg.errors import CelsegError
 from celseg.vlm.config import VLMConfig
 from celseg.vlm.pretrain import pretrain
 
-# demo variant name -> ablation variant key (the same runs: the demo's rows equal the
-# ablation's seed 0). The names are run folders and table rows, not model.mode values: "ce"
-# and "ce_ranking" are the background_free models
-VARIANTS: dict[str, str] = {"baseline": "baseline", "ce": "bgfree", "ce_ranking": "ranking"}
+# the ablation's variants the demo can train (its rows equal the ablation's split 0, seed 0)
+VARIANTS = ("baseline", "background_free", "ranking")
 # the peers' design next to the paper's inductive method; see docs/RESULTS.md for every variant
-DEFAULT_VARIANTS = ("baseline", "ce_ranking")
-
-
-def config_path(name: str) -> Path:
-    """A file of the repository's ``configs/`` folder (or ``./configs``)."""
-    here = Path(__file__).resolve().parents[3] / "configs" / name
-    for candidate in (here, Path.cwd() / "configs" / name):
-        if candidate.is_file():
-            return candidate
-    raise CelsegError(f"config {name} not found in {here.parent} or ./configs")
+DEFAULT_VARIANTS = ("baseline", "ranking")
 
 
 def _step(title: str) -> float:
@@ -100,12 +89,11 @@ def pretrain_vlm(out: Path, roots: tuple[Path, ...], progress: bool,
 
 
 def demo_variants(names: list[str]) -> tuple[Variant, ...]:
-    """The ablation's variants behind the demo's ``names``, keyed (and foldered) by those names."""
-    unknown = [n for n in names if n not in VARIANTS]
+    """The ablation's variants named by ``names`` (old names read through the alias table)."""
+    unknown = [n for n in names if current_name(n) not in VARIANTS]
     if unknown or not names:
         raise CelsegError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    by_key = {v.key: v for v in ABLATION_VARIANTS}
-    return tuple(dataclasses.replace(by_key[VARIANTS[n]], key=n) for n in names)
+    return select(names)
 
 
 def run_demo(out: Path, names: list[str], overrides: list[str], seed: int = 0,
@@ -119,8 +107,8 @@ def run_demo(out: Path, names: list[str], overrides: list[str], seed: int = 0,
     vlm = pretrain_vlm(out, (data, data_ov), progress, vlm_steps)
     _step("3/5 train " + ", ".join(f"'{n}'" for n in names))
     base = load_config(config_path("synthetic.yaml"), [f"data.root={data}", *overrides])
-    records, _ = run_ablation(base, variants, [0], out / "runs", str(vlm), 0.5, 0.7,
-                              progress=progress, seed_folders=False, jobs=jobs)
+    records, _ = run_ablation(base, variants, [0], out / "runs", PseudoSettings(str(vlm)),
+                              progress=progress, flat=True, jobs=jobs)
     t = _step("4/5 overlays")
     panel_path = out / "overlays" / "val_panel.png"
     if panel_path.is_file():

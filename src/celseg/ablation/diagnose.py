@@ -9,8 +9,9 @@ as the vocabulary, confusion matrix ``M[gt, pred]``) it reports the share predic
   attribute transfer that picked the seen neighbour),
 - any other seen class;
 
-under each protocol (the segmenter alone and the ensemble), from the confusion matrices that
-every run's final evaluation writes into its metrics.json (no second evaluation loop).
+under each protocol (the segmenter alone and the ensemble), each run with the unseen classes of
+its split, from the confusion matrices that every run's final evaluation writes into its
+metrics.json (no second evaluation loop).
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ def unseen_destinations(matrix: torch.Tensor, info: ClassInfo) -> dict[str, floa
 
 def diagnose(records: list[RunRecord], data_root: str,
              protocols: tuple[str, ...] = ("segmenter", "ensemble")) -> dict[str, dict]:
-    """Per variant and protocol, means over seeds of the unseen-pixel destinations, read from
-    the confusion matrices each run's final evaluation stored in its metrics.json."""
-
-    info = load_classes(data_root)
+    """Per variant and protocol, means over runs (splits x seeds) of the unseen-pixel
+    destinations, read from the confusion matrices each run's final evaluation stored in its
+    metrics.json; a run's unseen classes are those of its split (``rec.data_root``, else
+    ``data_root``)."""
+    infos: dict[str, ClassInfo] = {}
     per_key: dict[str, list[dict]] = {}
     for rec in records:
+        root = rec.data_root or data_root
+        info = infos.setdefault(root, load_classes(root))
         for protocol in protocols:
             entry = rec.summary.get("protocols", {}).get(protocol)
             if entry is None or "confusion" not in entry:

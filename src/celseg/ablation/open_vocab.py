@@ -7,38 +7,42 @@ on ADE20K / PASCAL Context / VOC with their own names), with the two generated d
    labels (``data.setting=oracle``: the "COCO-Stuff" role), through the ablation runner, whose
    finished runs are skipped on a re-run;
 2. each is evaluated on the second dataset's validation split (``make-data synthetic --variant
-   ov``) with only that dataset's names, by ``celseg evaluate -c configs/synthetic_ov_eval.yaml
-   --ckpt RUN``: the very command (and code path) that evaluates a COCO-Stuff model on real data
-   with ``configs/paper/ov_eval_*.yaml``; one pass gives both protocols (segmenter alone and
-   ensemble) and the VLM branch alone;
+   ov``) with only that dataset's names, by the function behind ``celseg evaluate -c
+   configs/synthetic_ov_eval.yaml --ckpt RUN`` (the code path that evaluates a COCO-Stuff model
+   on real data with ``configs/paper/ov_eval_*.yaml``); one pass gives both protocols
+   (segmenter alone and ensemble) and the VLM branch alone;
 3. mIoU is reported over all classes, over the names the first dataset shares and over the new
    names; the upper bound is the background-free model trained on the second dataset's own
    training split with all its labels (the oracle).
 
-Run as ``python -m celseg.ablation.open_vocab --seeds 3 --results docs/RESULTS.md``.
+Run as ``celseg open-vocab --seeds 3 --results docs/RESULTS_OPEN_VOCAB.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import statistics
-import sys
 from pathlib import Path
 
-from celseg.ablation.variants import BACKGROUND_FREE, Variant
+from celseg.ablation.packaged import config_path
+from celseg.ablation.runner import PseudoSettings, run_ablation
+from celseg.ablation.stats import cell
+from celseg.ablation.variants import BACKGROUND_FREE, Variant, old_names
+from celseg.config import Config, load_config
+from celseg.data.classes import load_classes
+from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
+from celseg.errors import CelsegError
+from celseg.evaluation.name_split import name_split_miou
+from celseg.io.atomic import write_json
 
-EVAL_CONFIG = "configs/synthetic_ov_eval.yaml"
-MARK_BEGIN = "<!-- open-vocab:begin (written by python -m celseg.ablation.open_vocab) -->"
-MARK_END = "<!-- open-vocab:end -->"
+EVAL_CONFIG = "synthetic_ov_eval.yaml"  # a packaged config
 ALL_LABELS = "data.setting=oracle"
 SOURCE_VARIANTS: tuple[Variant, ...] = (
     Variant("baseline_all", "baseline (background embedding)",
-            ("model.mode=baseline", "loss.pixel_weight=0.0", "loss.ranking_weight=0.0",
-             ALL_LABELS)),
-    Variant("bgfree_all", "background-free", BACKGROUND_FREE + ("loss.ranking_weight=0.0",
-                                                                ALL_LABELS)),
+            ("model.mode=background_embedding", "loss.pixel_weight=0.0",
+             "loss.ranking_weight=0.0", ALL_LABELS)),
+    Variant("background_free_all", "background-free",
+            BACKGROUND_FREE + ("loss.ranking_weight=0.0", ALL_LABELS)),
 )
 PROTOCOLS = ("segmenter", "ensemble", "vlm")
 GROUPS = ("all", "shared", "new")
@@ -52,33 +56,20 @@ def oracle_variant(ov_root: str | Path) -> Variant:
 
 def cross_evaluate(ckpt: str | Path, eval_config: str | Path, data_root: str | Path,
                    out_json: str | Path, progress: bool = False) -> dict:
-    """``celseg evaluate --ckpt CKPT -c EVAL_CONFIG --data DATA_ROOT --out OUT_JSON``; returns
-    its summary (read back from OUT_JSON, which caches it: an existing file is not redone)."""
+    """The summary of ``celseg evaluate --ckpt CKPT -c EVAL_CONFIG --data DATA_ROOT``, through
+    the same function; ``out_json`` caches it (an existing file is read, not redone)."""
     out_json = Path(out_json)
     if not out_json.is_file():
-        from celseg.cli import main
-        from celseg.errors import CelsegError
-
-        argv = ["evaluate", "--ckpt", str(ckpt), "-c", str(eval_config), "--data",
-                str(data_root), "--out", str(out_json), *([] if progress else ["--no-progress"])]
-        rc = main(argv)
-        if rc != 0:
-            raise CelsegError(f"celseg {' '.join(argv)} failed with exit code {rc}")
+        summary = evaluate_checkpoint(ckpt, str(eval_config), data_root=str(data_root),
+                                      progress=progress)
+        write_json(out_json, summary)
     return json.loads(out_json.read_text())
 
 
 def protocol_scores(summary: dict, train_names: list[str]) -> dict[str, dict]:
     """{protocol: name_split_miou} for every protocol the evaluation computed."""
-    from celseg.evaluation.name_split import name_split_miou
-
     return {p: name_split_miou(s["per_class"], train_names)
             for p, s in summary.get("protocols", {}).items() if p in PROTOCOLS}
-
-
-def _mean_std(values: list[float]) -> dict:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return {"mean": statistics.fmean(values) if values else math.nan,
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def aggregate(runs: list[dict]) -> dict[str, dict]:
@@ -92,28 +83,30 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
         mine = [r for r in runs if r["key"] == key]
         for p in PROTOCOLS:
             if all(p in r["scores"] for r in mine):
-                row["scores"][p] = {g: _mean_std([r["scores"][p][g] for r in mine])
-                                    for g in GROUPS}
+                row["scores"][p] = {g: cell([r["scores"][p][g] for r in mine]) for g in GROUPS}
     return table
 
 
-def run_open_vocab(base, ov_root: str | Path, seeds: list[int], out_root: Path, vlm: str,
-                   eval_config: str | Path = EVAL_CONFIG, progress: bool = True,
+def _cross_eval_json(out_root: Path, key: str, seed: int) -> Path:
+    """``OUT/cross_eval/VARIANT_seedS.json``, or the file of an earlier name of the variant."""
+    paths = [out_root / "cross_eval" / f"{k}_seed{seed}.json" for k in [key, *old_names(key)]]
+    return next((p for p in paths if p.is_file()), paths[0])
+
+
+def run_open_vocab(base: Config, ov_root: str | Path, seeds: list[int], out_root: Path,
+                   vlm: str, eval_config: str | Path, progress: bool = True,
                    jobs: int = 1) -> list[dict]:
     """Train (or reuse) every run, evaluate each on the second dataset; one dict per run with
     ``key``, ``title``, ``seed``, ``trained_on``, ``protocol`` and ``scores`` ({protocol:
     {all, shared, new, n_shared, n_new}}, shared = names of the first dataset ``base.data.root``).
     """
-    from celseg.ablation.runner import run_ablation
-    from celseg.data.classes import load_classes
-
     first_names = list(load_classes(base.data.root).names)
     oracle = oracle_variant(ov_root)
-    records, _ = run_ablation(base, (*SOURCE_VARIANTS, oracle), seeds, out_root, vlm,
-                              0.5, 0.7, progress=progress, jobs=jobs)
+    records, _ = run_ablation(base, (*SOURCE_VARIANTS, oracle), seeds, out_root,
+                              PseudoSettings(vlm), progress=progress, jobs=jobs)
     runs = []
     for rec in records:
-        out_json = out_root / "cross_eval" / f"{rec.variant.key}_seed{rec.seed}.json"
+        out_json = _cross_eval_json(out_root, rec.variant.key, rec.seed)
         print(f"[open-vocab] {rec.variant.title} | seed {rec.seed} on {ov_root}")
         summary = cross_evaluate(rec.out_dir, eval_config, ov_root, out_json, progress)
         runs.append({"key": rec.variant.key, "title": rec.variant.title, "seed": rec.seed,
@@ -121,6 +114,22 @@ def run_open_vocab(base, ov_root: str | Path, seeds: list[int], out_root: Path, 
                      "protocol": summary.get("protocol"),
                      "scores": protocol_scores(summary, first_names)})
     return runs
+
+
+def open_vocab_study(config: str | Path, overrides: list[str], ov_root: str | Path, vlm: str,
+                     seeds: int, out_root: Path, command: str, eval_config: str | Path = "",
+                     note: str = "", progress: bool = True, jobs: int = 1) -> dict:
+    """The whole study: ``table`` (:func:`aggregate`), ``runs`` and ``report`` (the markdown of
+    :func:`markdown_report`); trains and evaluates, writes nothing else than its runs."""
+    if seeds < 1:
+        raise CelsegError(f"--seeds must be at least 1, got {seeds}")
+    base = load_config(config or config_path("synthetic.yaml"), overrides)
+    load_classes(base.data.root), load_classes(ov_root)  # fail before any training
+    runs = run_open_vocab(base, ov_root, list(range(seeds)), out_root, vlm,
+                          eval_config or config_path(EVAL_CONFIG), progress, jobs)
+    table = aggregate(runs)
+    return {"command": command, "table": table, "runs": runs,
+            "report": markdown_report(table, runs, command, note)}
 
 
 def _cell(stat: dict | None) -> str:
@@ -143,7 +152,7 @@ def markdown_report(table: dict, runs: list[dict], command: str, note: str = "")
     """The cross-dataset section: the table, the shared / new counts and the 0.8 x oracle check."""
     counts = runs[0]["scores"]["segmenter"] if runs else {"n_shared": 0, "n_new": 0}
     lines = [
-        "## Open-vocabulary transfer: first generated dataset -> second", "",
+        "# Open-vocabulary transfer: first generated dataset -> second", "",
         "Produced by:", "", "```bash", command, "```", "",
         "mIoU (%) on the second dataset's validation split (`make-data synthetic --variant ov`) "
         f"with only its own names as the vocabulary: over all classes, over the "
@@ -170,9 +179,9 @@ def markdown_report(table: dict, runs: list[dict], command: str, note: str = "")
 
 
 def target_line(table: dict) -> str:
-    """The issue's check: background-free + ensemble on new names >= 0.8 x the oracle's."""
+    """The target: background-free + ensemble on the new names >= 0.8 x the oracle's."""
     try:
-        ours = table["bgfree_all"]["scores"]["ensemble"]["new"]["mean"]
+        ours = table["background_free_all"]["scores"]["ensemble"]["new"]["mean"]
         best = table["oracle_ov"]["scores"]["ensemble"]["new"]["mean"]
     except KeyError:
         return "- Target (background-free + ensemble >= 0.8 x oracle on new names): not run."
@@ -181,106 +190,3 @@ def target_line(table: dict) -> str:
                f"**not met**, {0.8 * best - ours:.1f} mIoU short of 0.8 x oracle")
     return (f"- Target, background-free + ensemble on the new names >= 0.8 x the oracle "
             f"(ensemble) on them: {ours:.1f} vs {best:.1f} = {ratio:.2f} x oracle: {verdict}.")
-
-
-def _split_at_section(path: str | Path) -> tuple[str, str, str] | None:
-    """The text of ``path`` as (before, the open-vocab block with its markers, after), or None
-    when the file or its markers are absent."""
-    path = Path(path)
-    text = path.read_text() if path.is_file() else ""
-    if MARK_BEGIN not in text or MARK_END not in text:
-        return None
-    head, rest = text.split(MARK_BEGIN, 1)
-    inside, tail = rest.split(MARK_END, 1)
-    return head, MARK_BEGIN + inside + MARK_END, tail
-
-
-def kept_section(path: str | Path) -> str:
-    """The open-vocab block of ``path``, markers included ("" when absent): what a rewrite of
-    the rest of the file (the ablation's report) keeps."""
-    parts = _split_at_section(path)
-    return "" if parts is None else parts[1]
-
-
-def replace_section(path: str | Path, section: str) -> Path:
-    """Write ``section`` between the open-vocab markers of ``path`` (appended when absent)."""
-    from celseg.io.atomic import write_text
-
-    path = Path(path)
-    block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}\n"
-    parts = _split_at_section(path)
-    if parts is not None:
-        head, _, tail = parts
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = path.read_text() if path.is_file() else ""
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block
-    return write_text(path, text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from celseg.commands.options import add_set_argument
-
-    p = argparse.ArgumentParser(prog="python -m celseg.ablation.open_vocab",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("-c", "--config", default="configs/synthetic.yaml",
-                   help="base training config of every run")
-    add_set_argument(p, "override config keys of every run (repeatable)")
-    p.add_argument("--data", default="", help="first dataset (default: the config's data.root)")
-    p.add_argument("--ov-data", default="data/synthetic_ov",
-                   help="second dataset (make-data synthetic --variant ov)")
-    p.add_argument("--vlm", default="runs/demo/vlm",
-                   help="VLM pretrained on both datasets' captions (the runs' model.vlm)")
-    p.add_argument("--eval-config", default=EVAL_CONFIG,
-                   help="the celseg evaluate -c file of the cross-dataset evaluation")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    p.add_argument("--out", default="runs/open_vocab", help="folder of every run")
-    p.add_argument("--results", default="",
-                   help="markdown file whose open-vocab section is written (e.g. docs/RESULTS.md)")
-    p.add_argument("--notes", default="", help="markdown file whose text ends the section")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    import shlex
-
-    from celseg.commands.options import flatten_overrides
-    from celseg.config import load_config
-    from celseg.data.classes import load_classes
-    from celseg.errors import CelsegError
-    from celseg.io.atomic import write_json, write_text
-
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    if args.seeds < 1:
-        raise CelsegError(f"--seeds must be at least 1, got {args.seeds}")
-    overrides = flatten_overrides(args.overrides) + ([f"data.root={args.data}"] if args.data
-                                                     else [])
-    base = load_config(args.config, overrides)
-    load_classes(base.data.root), load_classes(args.ov_data)  # fail before any training
-    out_root = Path(args.out)
-    runs = run_open_vocab(base, args.ov_data, list(range(args.seeds)), out_root, args.vlm,
-                          args.eval_config, progress=not args.quiet, jobs=args.jobs)
-    table = aggregate(runs)
-    command = "python -m celseg.ablation.open_vocab " + shlex.join(argv)
-    note = Path(args.notes).read_text() if args.notes else ""
-    report = markdown_report(table, runs, command, note)
-    write_json(out_root / "open_vocab.json", {"command": command, "table": table, "runs": runs})
-    write_text(out_root / "open_vocab.md", report)
-    if args.results:
-        replace_section(args.results, report)
-        print(f"wrote the open-vocab section of {args.results}")
-    print(report)
-    return 0
-
-
-if __name__ == "__main__":
-    from celseg.errors import CelsegError
-
-    try:
-        raise SystemExit(main())
-    except CelsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -1,30 +1,29 @@
-"""Choose the ensemble's free settings on a held-out split, never on the validation split.
+"""Choose the ensemble's free settings on dev data, never on the data they are evaluated on.
 
-    python -m celseg.ablation.protocol_study --ckpt RUN [RUN ...] --data DEV_ROOT \
-        [--out FILE.json]
+    celseg protocol-study --ckpt RUN [RUN ...] [--data DEV_ROOT] [--out FILE.json]
 
 Evaluates each checkpoint under several inference settings (pooling, renormalisation, input
 scale of the VLM's dense map, pseudo-label class weights) from ONE segmenter forward pass per
-batch, the VLM's dense features computed once per input scale. The benchmark's dev split is a
-separately generated validation-like split (another generation seed) that no choice reads the
-validation split for.
+batch, the VLM's dense features computed once per input scale. Dev data means both: images
+generated with another seed, and a dev split of unseen classes (``celseg ablate --dev``, whose
+runs are read on their own split's view when ``--data`` is not given).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 
+from celseg.config import load_config
 from celseg.data.classes import load_classes
 from celseg.data.dataset import SegmentationDataset
 from celseg.data.transforms import build_eval_transform
-from celseg.engine.checkpoint import label_names, load_segmenter
+from celseg.engine.checkpoint import label_names, load_segmenter, resolve_checkpoint
 from celseg.engine.evaluator import confusion_matrices
 from celseg.engine.protocol import build_inference
+from celseg.errors import CelsegError
 from celseg.evaluation.metrics import summarize
 from celseg.vlm.loading import class_text_embeddings, load_vlm_cached
 
@@ -116,28 +115,23 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", nargs="+", required=True, help="run folders or checkpoints")
-    parser.add_argument("--data", required=True, help="held-out dataset root (the dev split)")
-    parser.add_argument("--split", default="val", help="split of --data to evaluate")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--settings", default="all", choices=sorted(PRESETS),
-                        help="which settings to compare (cheap: no 2x input)")
-    parser.add_argument("--max-images", type=int, default=0,
-                        help="use only the first N images of the split (0: all)")
-    parser.add_argument("--out", default=None, help="write every summary as JSON here")
-    args = parser.parse_args(argv)
-    chosen = {t: SETTINGS[t] for t in PRESETS[args.settings]}
-    results = {str(c): study(c, args.data, args.split, chosen, device=args.device,
-                             max_images=args.max_images) for c in args.ckpt}
-    print(table(results))
-    if args.out:
-        slim = {c: {t: {k: v for k, v in s.items() if k != "per_class"} for t, s in r.items()}
-                for c, r in results.items()}
-        Path(args.out).write_text(json.dumps(slim, indent=1))
-    return 0
+def study_all(ckpts: list[str], data_root: str = "", split: str = "val",
+              preset: str = "all", device: str = "cpu", max_images: int = 0,
+              progress: bool = True) -> dict[str, dict[str, dict]]:
+    """{checkpoint: {setting: summary}} for the settings of ``preset``; each checkpoint on
+    ``data_root`` (default: its own run's data.root, the view of its split)."""
+    if preset not in PRESETS:
+        raise CelsegError(f"unknown settings preset {preset!r}; known: {', '.join(PRESETS)}")
+    chosen = {t: SETTINGS[t] for t in PRESETS[preset]}
+    results = {}
+    for ckpt in ckpts:
+        root = data_root or load_config(resolve_checkpoint(ckpt)[1]).data.root
+        results[str(ckpt)] = study(ckpt, root, split, chosen, device=device, progress=progress,
+                                   max_images=max_images)
+    return results
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def slim(results: dict[str, dict[str, dict]]) -> dict:
+    """``results`` without the per-class tables (the JSON the command writes)."""
+    return {c: {t: {k: v for k, v in s.items() if k != "per_class"} for t, s in r.items()}
+            for c, r in results.items()}

@@ -7,8 +7,10 @@ training set with the ``+ pseudo labels`` model of the same seed and trains agai
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+from celseg.config import RENAMED_VARIANTS, RenamedValueWarning
 from celseg.errors import CelsegError
 
 
@@ -28,15 +30,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("baseline", "baseline (background embedding)",
             ("model.mode=background_embedding", "loss.pixel_weight=0.0",
              "loss.ranking_weight=0.0", "data.setting=inductive")),
-    Variant("bgfree", "background-free", BACKGROUND_FREE + ("loss.ranking_weight=0.0",
-                                                            "data.setting=inductive")),
+    Variant("background_free", "background-free",
+            BACKGROUND_FREE + ("loss.ranking_weight=0.0", "data.setting=inductive")),
     Variant("ranking", "background-free + ranking", BACKGROUND_FREE + RANKING
             + ("data.setting=inductive",)),
-    # the ranked set also holds the unseen NAMES (no unseen labels): the spec's mechanism for
-    # "seen-class proposals learn where unseen classes lie"
-    # what the auxiliary (earlier decoder layer) losses buy, at the cost of 3 more matchings
+    # what the auxiliary (earlier decoder layer) losses buy, at the cost of more matchings
     Variant("ranking_noaux", "background-free + ranking, no auxiliary losses",
             BACKGROUND_FREE + RANKING + ("data.setting=inductive", "loss.aux_loss=false")),
+    # the ranked set also holds the unseen NAMES (no unseen labels): the spec's mechanism for
+    # "seen-class proposals learn where unseen classes lie"
     Variant("ranking_all", "background-free + ranking over all names", BACKGROUND_FREE + RANKING
             + ("data.setting=inductive", "loss.ranking_include_unseen=true")),
     Variant("pseudo", "+ pseudo labels", BACKGROUND_FREE + RANKING
@@ -54,15 +56,31 @@ VARIANTS: tuple[Variant, ...] = (
 
 
 def select(keys: list[str] | None) -> tuple[Variant, ...]:
-    """The variants named by ``keys`` (all when None), in table order; unknown keys are errors."""
+    """The variants named by ``keys`` (all when None), in table order; an old name (the alias
+    table ``RENAMED_VARIANTS``) is read as the new one with a warning; unknown keys are errors."""
     if not keys:
         return VARIANTS
     known = {v.key: v for v in VARIANTS}
-    unknown = [k for k in keys if k not in known]
+    names = {k: current_name(k) for k in keys}
+    needed = set(names.values())
+    unknown = [k for k, name in names.items() if name not in known]
     if unknown:
-
         raise CelsegError(f"unknown ablation variant(s) {unknown}; known: {', '.join(known)}")
-    needed = set(keys)
     if "selftrain" in needed:
         needed.add("pseudo")  # self-training starts from the pseudo-label model
     return tuple(v for v in VARIANTS if v.key in needed)
+
+
+def current_name(key: str) -> str:
+    """``key``, or the variant an old name of it (``RENAMED_VARIANTS``) stands for (warned)."""
+    new = RENAMED_VARIANTS.get(key)
+    if new is None:
+        return key
+    warnings.warn(f"variant {key!r} is now called {new!r} (read as {new!r})",
+                  RenamedValueWarning, stacklevel=3)
+    return new
+
+
+def old_names(key: str) -> list[str]:
+    """The earlier names of variant ``key`` (its run folders written before the rename)."""
+    return [old for old, new in RENAMED_VARIANTS.items() if new == key]

@@ -1,5 +1,5 @@
-"""``celseg ablate``: train and evaluate every variant over seeds and write docs/RESULTS.md
-(:func:`celseg.ablation.job.ablate`).
+"""``celseg ablate``: train and evaluate every variant over unseen sets x seeds and write the
+report whole (:func:`celseg.ablation.job.ablate`; the sets: :mod:`celseg.ablation.splits`).
 
 Library imports sit inside ``run`` so that ``celseg --help`` and the CLI start fast.
 """
@@ -15,13 +15,21 @@ from celseg.commands.options import add_set_argument, flatten_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default="configs/synthetic.yaml",
-                        help="base config every variant starts from")
+    parser.add_argument("-c", "--config", default="",
+                        help="base config of every variant (default: the packaged synthetic.yaml)")
     add_set_argument(parser, "override config keys of every variant (repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--splits", type=int, default=1,
+                        help="number of unseen sets (1..8): split 0 is the dataset's own, the "
+                             "others drawn with the same number of unseen things and stuff")
+    parser.add_argument("--dev", action="store_true",
+                        help="run on the dev splits instead (for choosing defaults: each shares "
+                             "at most half its unseen classes with any evaluated split)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the drawn unseen sets")
     parser.add_argument("--variants", default="",
-                        help="comma-separated subset of: baseline,bgfree,ranking,ranking_all,"
-                             "pseudo,selftrain,oracle,ranking_shared (default: all)")
+                        help="comma-separated subset of: baseline,background_free,ranking,"
+                             "ranking_noaux,ranking_all,pseudo,selftrain,oracle,ranking_shared "
+                             "(default: all)")
     parser.add_argument("--out", default="runs/ablation", help="folder for every run")
     parser.add_argument("--vlm", default="runs/demo/vlm",
                         help="vision-language model (name or folder) giving the pseudo labels")
@@ -33,19 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="class-balanced self-training: each unseen class also keeps the "
                              "most confident share of its own predicted pixels (0: off)")
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: write the report from the runs that have finished "
-                             "(variants may then have different numbers of seeds)")
-    parser.add_argument("--results", default="docs/RESULTS.md",
-                        help="markdown report to write")
+                        help="train nothing: report the runs that have finished")
+    parser.add_argument("--results", default="docs/RESULTS.md", help="markdown report to write")
     parser.add_argument("--no-figure", action="store_true",
                         help="skip the figure of validation images across variants")
     parser.add_argument("--no-diagnosis", action="store_true",
-                        help="skip re-evaluating checkpoints for where unseen pixels go")
+                        help="skip the table of where unseen pixels go")
     parser.add_argument("--notes", default="",
                         help="markdown file whose text is appended to the report")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at once, each in its own process with cores/jobs "
-                             "threads (2 on a 2-core machine: about 1.4x the throughput)")
+                             "threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into an --out folder or over --results / its figure although "
@@ -54,13 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from celseg.ablation.job import ablate
+    from celseg.ablation.runner import PseudoSettings
 
-    command = "celseg " + " ".join(shlex.quote(a) for a in ["ablate", *sys.argv[2:]]) \
-        if sys.argv[1:2] == ["ablate"] else f"celseg ablate -c {args.config} --seeds {args.seeds}"
-    ablate(args.config, flatten_overrides(args.overrides), args.seeds,
-           [v.strip() for v in args.variants.split(",") if v.strip()], args.out, args.vlm,
-           args.pseudo_threshold, args.self_train_threshold, args.self_train_share,
-           Path(args.results), command, args.notes, report_only=args.report_only,
+    command = "celseg " + shlex.join(["ablate", *sys.argv[2:]]) \
+        if sys.argv[1:2] == ["ablate"] else f"celseg ablate --splits {args.splits} " \
+                                            f"--seeds {args.seeds}"
+    pseudo = PseudoSettings(args.vlm, args.pseudo_threshold, args.self_train_threshold,
+                            args.self_train_share)
+    ablate(args.config, flatten_overrides(args.overrides),
+           [v.strip() for v in args.variants.split(",") if v.strip()], args.out, pseudo,
+           Path(args.results), command, seeds=args.seeds, splits=args.splits, dev=args.dev,
+           split_seed=args.split_seed, notes=args.notes, report_only=args.report_only,
            with_figure=not args.no_figure, with_diagnosis=not args.no_diagnosis,
            progress=not args.quiet, overwrite=args.overwrite, jobs=args.jobs)
     return 0

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from celseg.commands.options import add_set_argument, flatten_overrides
 
-VARIANT_NAMES = ("baseline", "ce", "ce_ranking")  # celseg.ablation.demo.VARIANTS
+VARIANT_NAMES = ("baseline", "background_free", "ranking")  # celseg.ablation.demo.VARIANTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--variants", default="baseline,ce_ranking",
+    parser.add_argument("--variants", default="baseline,ranking",
                         help=f"comma-separated variants to train, from: {', '.join(VARIANT_NAMES)}")
     add_set_argument(parser, "config overrides applied to every variant (e.g. "
                              "train.iterations=100 for a quick look)")

@@ -1,4 +1,4 @@
-"""``celseg make-data``: generate the synthetic benchmark or convert a real dataset."""
+"""``celseg make-data``: the synthetic benchmark, a real dataset, or your own folder of images."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from celseg.commands.make_data_folder import add_folder_arguments, run_folder
 from celseg.errors import DataError
 
 REAL = ("voc", "coco-stuff", "context", "ade20k")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="'synthetic' to generate the embedded benchmark, or a real "
-                        f"dataset to convert: {', '.join(REAL)}")
+    parser.add_argument("name", help="'synthetic' to generate the embedded benchmark, 'folder' for "
+                        f"your own images and labels, or a real dataset: {', '.join(REAL)}")
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder (the dataset layout of docs/CONTRACTS.md)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: random seed (default 0)")
@@ -23,13 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic: number of validation images (default 300)")
     parser.add_argument("--size", type=int, default=128,
                         help="synthetic: image side in pixels (default 128)")
-    parser.add_argument("--captions", type=int, default=3000,
-                        help="synthetic: number of captioned images for VLM pretraining "
-                        "(default 3000; 10%% of them form the caption val split)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="synthetic: worker processes (default 1; the output is the same)")
-    parser.add_argument("--src", type=Path, default=None,
-                        help="real datasets: folder of the raw download")
+    parser.add_argument("--captions", type=int, default=3000, help="synthetic: captioned "
+                        "images for VLM pretraining, 10%% of them val (default 3000)")
+    parser.add_argument("--workers", type=int, default=1, help="synthetic: worker processes "
+                        "(default 1; the output is the same)")
+    parser.add_argument("--src", type=Path, default=None, help="real datasets: raw download")
     parser.add_argument("--variant", default=None,
                         help="variant of the benchmark: synthetic 'ov' is the second world of "
                         "names (open-vocabulary transfer); real datasets e.g. ade20k-150 / 847, "
@@ -40,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty --out folder that celseg did not make")
+    add_folder_arguments(parser)
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "synthetic":
         claim_output(args)
         return _run_synthetic(args)
+    if args.name == "folder":
+        return run_folder(args)
     from celseg.data.convert import convert_dataset
 
     report = convert_dataset(args.name, args.src, args.out, args.variant, args.split_file,

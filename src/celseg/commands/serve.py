@@ -1,7 +1,8 @@
-"""``celseg serve --ckpt RUN [--port 7860]``: a local web page that segments an uploaded image with
-the class names typed into it (Gradio, from the ``demo`` extra: ``pip install -e ".[demo]"``).
+"""``celseg serve --ckpt MODEL [--port 7860]``: a local web page that segments an uploaded image
+with the class names typed into it (Gradio, from the ``demo`` extra: ``pip install -e ".[demo]"``).
 
-Inference is :class:`celseg.engine.predictor.Predictor`, as in ``celseg predict``.
+MODEL is a run folder, an exported model or a Hub id; ``--vlm`` alone serves the training-free
+model. Inference is ``celseg.load``'s, as in ``celseg predict``.
 
 Library imports sit inside the functions so that ``celseg --help`` and the CLI start fast.
 """
@@ -16,15 +17,15 @@ DEFAULTS = Limits()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True,
-                        help="checkpoint: a run folder, its checkpoints/ folder or a "
-                             ".safetensors file")
+    parser.add_argument("--ckpt", default=None,
+                        help="a run folder (or its checkpoints/ folder or .safetensors file), an "
+                             "exported model or a Hub id; leave out to serve --vlm alone")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     parser.add_argument("--vlm", default=None,
-                        help="vision-language model for the text embeddings and the ensemble's "
-                             "image path (default: the run's model.vlm)")
+                        help="vision-language model: with --ckpt it replaces the run's model.vlm; "
+                             "alone it segments by itself (training-free)")
     parser.add_argument("--no-ensemble", action="store_true",
                         help="the segmenter alone: skip the out-of-vocabulary ensemble with the "
                              "VLM's mask-pooled image features")
@@ -49,12 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from celseg.engine.distributed import resolve_device
-    from celseg.engine.predictor import Predictor
     from celseg.errors import CelsegError
 
     if not 0 < args.port < 65536:
         raise CelsegError(f"--port {args.port} is not a port number (1-65535)")
+    if args.ckpt is None and args.vlm is None:
+        raise CelsegError("give --ckpt MODEL, or --vlm VLM alone for training-free segmentation")
     limits = Limits(args.max_bytes, args.max_pixels, args.max_classes, args.max_text)
     from celseg.serve.app import no_telemetry
 
@@ -64,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CelsegError("celseg serve needs Gradio: pip install -e \".[demo]\" (or make serve)"
                           ) from exc
-    from celseg.serve.app import is_loopback, run_examples, serve
+    from celseg.api.model import load
+    from celseg.engine.hub import fetch_model
+    from celseg.serve.app import Examples, is_loopback, run_examples, serve
 
-    predictor = Predictor.from_checkpoint(args.ckpt, resolve_device(args.device), vlm=args.vlm,
-                                          ensemble=not args.no_ensemble,
-                                          compile_backbone=args.compile_backbone or None)
+    ckpt = fetch_model(args.ckpt) if args.ckpt else None
+    model = load(ckpt, vlm=args.vlm, device=args.device, ensemble=not args.no_ensemble,
+                 compile_backbone=args.compile_backbone or None)
     if not is_loopback(args.host):
         print(f"warning: --host {args.host} makes the page reachable from other machines")
-    serve(predictor, limits, run_examples(args.ckpt, args.examples), args.host, args.port,
-          title=f"checkpoint {args.ckpt}")
+    examples = run_examples(ckpt, args.examples) if ckpt else Examples()
+    serve(model.predictor, limits, examples, args.host, args.port, title=f"model {model.source}")
     return 0

@@ -27,6 +27,8 @@ from torch import nn
 
 from celseg.config import Config, load_config
 from celseg.data.classes import load_classes
+from celseg.engine.export import WEIGHTS as EXPORT_WEIGHTS_NAME
+from celseg.engine.export import localize
 from celseg.engine.vocab import label_sources
 from celseg.errors import CelsegError, ModelLoadError, OutputError
 from celseg.io.atomic import atomic_paths
@@ -45,13 +47,6 @@ def checkpoint_paths(out_dir: str | Path) -> tuple[Path, Path]:
 def has_checkpoint(out_dir: str | Path) -> bool:
     weights, state = checkpoint_paths(out_dir)
     return weights.is_file() and state.is_file()
-
-
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str]) -> None:
-    """Write ``model.state_dict()`` as safetensors, atomically."""
-
-    with atomic_paths(path) as (tmp,):
-        save_file(_cpu_tensors(model), str(tmp), metadata=metadata)
 
 
 def _cpu_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -148,15 +143,18 @@ def _damaged(path: str | Path, exc: Exception) -> ModelLoadError:
 
 
 def resolve_checkpoint(ckpt: str | Path) -> tuple[Path, Path]:
-    """(weights file, config.yaml) from a weights file, a checkpoints folder or a run folder."""
+    """(weights file, config.yaml) from a weights file, a checkpoints folder, a run folder or
+    a folder written by ``celseg export`` (``model.safetensors``)."""
     ckpt = Path(ckpt)
     if ckpt.is_dir():
-        for candidate in (ckpt / "checkpoints" / WEIGHTS_NAME, ckpt / WEIGHTS_NAME):
+        for candidate in (ckpt / "checkpoints" / WEIGHTS_NAME, ckpt / WEIGHTS_NAME,
+                          ckpt / EXPORT_WEIGHTS_NAME):
             if candidate.is_file():
                 ckpt = candidate
                 break
         else:
-            raise ModelLoadError(f"no {WEIGHTS_NAME} in {ckpt} or {ckpt / 'checkpoints'}")
+            raise ModelLoadError(f"no {WEIGHTS_NAME} in {ckpt} or {ckpt / 'checkpoints'}, and no "
+                                 f"{EXPORT_WEIGHTS_NAME} (an exported model)")
     if not ckpt.is_file():
         raise ModelLoadError(f"checkpoint not found: {ckpt}")
     for candidate in (ckpt.parent / "config.yaml", ckpt.parent.parent / "config.yaml"):
@@ -194,6 +192,7 @@ def load_segmenter(ckpt_path: str | Path, device: str | torch.device = "cpu"
 
     weights, config_path = resolve_checkpoint(ckpt_path)
     cfg = _with_legacy_defaults(load_config(config_path), config_path)
+    cfg = localize(cfg, config_path.parent)  # an exported model's VLM folders, wherever it is
     meta = read_metadata(weights)
     if "embed_dim" not in meta:
         raise ModelLoadError(f"{weights} has no 'embed_dim' metadata; not a celseg checkpoint?")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from celseg.config import Config, apply_overrides, load_config
+from celseg.config import REMOVED_KEYS, Config, apply_overrides, load_config
 from celseg.data.classes import ClassInfo, load_classes
 from celseg.data.dataset import SegmentationDataset
 from celseg.data.transforms import build_eval_transform
@@ -41,7 +41,8 @@ def overlay_eval_config(cfg: Any, path: str | Path) -> Any:
         layers.append(base)
     layers.append(raw)
     for section in EVAL_SECTIONS:
-        keys = [k for layer in layers for k in (layer.get(section) or {})]
+        keys = [k for layer in layers for k in (layer.get(section) or {})
+                if (section, k) not in REMOVED_KEYS]
         if keys:
             values = {k: getattr(getattr(file_cfg, section), k) for k in keys}
             cfg = dataclasses.replace(
@@ -77,7 +78,6 @@ def evaluate_checkpoint(ckpt: str | Path, config: str | None = None,
     if config:
         cfg = overlay_eval_config(cfg, config)
     cfg: Config = apply_overrides(cfg, overrides)  # validated once, after the last one
-    model.set_tracing(cfg.eval.trace_head)
     if cfg.eval.compile_backbone:
         model.compile_backbone()
     data = dataclasses.replace(cfg.data, root=data_root or cfg.data.root)

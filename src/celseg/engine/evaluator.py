@@ -29,7 +29,7 @@ from celseg.engine.protocol import build_inference
 from celseg.engine.sliding import path_predictor, sliding_window
 from celseg.engine.vocab import eval_vocabulary
 from celseg.evaluation.metrics import ConfusionMatrix, summarize
-from celseg.models.inference import calibrate, first_argmax, scores_to_labels, semantic_probs
+from celseg.models.inference import labels_from_probs, scores_to_labels, semantic_probs
 
 
 def _shard(dataset: Dataset) -> Dataset:
@@ -203,7 +203,7 @@ def _sliding_labels(model: nn.Module, images: torch.Tensor, emb: torch.Tensor, p
     """{protocol: (B,H,W) vocabulary positions} from window-averaged class probabilities."""
     probs = sliding_window(path_predictor(model, emb, path, protocols), images,
                            eval_cfg.window_size, eval_cfg.window_stride)  # (B,P*V,H,W)
-    return {name: first_argmax(calibrate(p, path.seen_positions, path.calibration), 1)
+    return {name: labels_from_probs(p, path.seen_positions, path.calibration)
             for name, p in zip(protocols, probs.chunk(len(protocols), dim=1), strict=True)}
 
 

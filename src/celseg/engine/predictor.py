@@ -1,8 +1,7 @@
-"""Segment arbitrary images with an arbitrary list of class names.
+"""A trained run's inference for an arbitrary list of class names (``Predictor``).
 
-For each image ``NAME.EXT`` writes ``OUT/NAME.png`` (uint8 label ids in the order of the given
-class names) and ``OUT/NAME_overlay.png`` (image | overlay, with a legend of the classes that
-appear).
+The files and pictures made from its labels are ``celseg.api`` (``Segmentation.save``,
+``celseg predict``).
 """
 
 from __future__ import annotations
@@ -13,19 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from celseg.data.batching import pad_batch
-from celseg.data.classes import default_color
 from celseg.data.transforms import normalize, to_unit_rgb
 from celseg.engine.checkpoint import label_names, load_segmenter
 from celseg.engine.protocol import build_inference, choose_protocol
 from celseg.errors import DataError
-from celseg.io.atomic import save_image
-from celseg.io.images import open_rgb
-from celseg.models.inference import calibrate, first_argmax
-from celseg.viz.overlay import legend_image, overlay
+from celseg.models.inference import labels_from_probs
 from celseg.vlm.cache import text_embeddings
 from celseg.vlm.loading import has_image_tower, load_vlm_cached
 
@@ -41,16 +35,6 @@ def parse_class_names(text: str) -> list[str]:
     if dup:
         raise DataError(f"duplicate class names {dup}")
     return names
-
-
-def load_rgb(path: str | Path, max_size: int = 0) -> np.ndarray:
-    """(H,W,3) uint8; the longer side is shrunk to ``max_size`` when > 0."""
-    img = open_rgb(path)
-    if max_size and max(img.size) > max_size:
-        scale = max_size / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.BILINEAR)
-    return np.asarray(img)
 
 
 class Predictor:
@@ -85,7 +69,6 @@ class Predictor:
         ``eval.compile_backbone`` (None: keep it)."""
 
         model, cfg = load_segmenter(ckpt, device)
-        model.set_tracing(cfg.eval.trace_head)
         if cfg.eval.compile_backbone if compile_backbone is None else compile_backbone:
             model.compile_backbone()
         text_vlm = load_vlm_cached(vlm or cfg.model.vlm)
@@ -140,47 +123,5 @@ class Predictor:
 
         path = self.path(class_names)
         probs = self.probs(image, class_names)[None]
-        pred = first_argmax(calibrate(probs, path.seen_positions, path.calibration), 1)[0]
+        pred = labels_from_probs(probs, path.seen_positions, path.calibration)[0]
         return pred.to(torch.uint8).cpu().numpy()
-
-
-def output_paths(out_dir: str | Path, image_path: str | Path) -> tuple[Path, Path]:
-    """(label PNG, overlay PNG) that :func:`predict_images` writes for ``image_path``."""
-    stem = Path(image_path).stem
-    return Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}_overlay.png"
-
-
-def predict_images(predictor: Predictor, paths: list[str | Path], class_names: list[str],
-                   out_dir: str | Path, max_size: int = 0, alpha: float = 0.5) -> list[Path]:
-    """Write a label PNG and an overlay per image (atomically); returns the label PNG paths."""
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    palette = np.asarray([default_color(i) for i in range(len(class_names))], dtype=np.uint8)
-    written = []
-    for path in paths:
-        path = Path(path)
-        image = load_rgb(path, max_size)
-        label = predictor.segment(image, list(class_names))
-        label_path, overlay_path = output_paths(out_dir, path)
-        save_image(Image.fromarray(label, mode="L"), label_path)
-        ids = sorted(int(i) for i in np.unique(label))
-        blend = overlay(image, label, palette, alpha)
-        legend = legend_image(list(class_names), palette, ids)
-        save_image(_side_by_side([image, blend], np.asarray(legend)), overlay_path)
-        written.append(label_path)
-    return written
-
-
-def _side_by_side(images: list[np.ndarray], legend: np.ndarray) -> Image.Image:
-    """Images in a row with the legend to their right (top-aligned, white background)."""
-    legend = legend[..., :3] if legend.ndim == 3 else np.repeat(legend[..., None], 3, axis=2)
-    parts = [*images, legend]
-    height = max(p.shape[0] for p in parts)
-    width = sum(p.shape[1] for p in parts) + 4 * (len(parts) - 1)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    x = 0
-    for p in parts:
-        canvas[: p.shape[0], x: x + p.shape[1]] = p[..., :3]
-        x += p.shape[1] + 4
-    return Image.fromarray(canvas)

@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ def _loop(run: TrainingRun, stop: int, logger: RunLogger | None, stop_request: S
     bar = tqdm(total=tc.iterations, initial=run.step, desc="train", dynamic_ncols=True,
                disable=not (progress and run.dist.is_main), file=sys.stderr)
     meter = _Meter()
+    parts = _step_parts(run)
     run.model.train()
     stop_request.install()
     while run.step < stop:
@@ -144,9 +146,7 @@ def _loop(run: TrainingRun, stop: int, logger: RunLogger | None, stop_request: S
         for images, labels, _ in _epoch_loader(run, epoch, offset):
             images, labels = pad_batch(images, labels, ignore_index=run.ignore_index)
             images = images.to(run.device)  # labels move inside the step, after the targets
-            terms = _train_step(run.train_model, run.criterion, run.optimizer, run.scaler,
-                                images, labels, run.lut, run.train_emb, run.rank_emb,
-                                run.rank_index, tc.grad_clip, run.use_amp, run.ignore_index)
+            terms = _train_step(parts, images, labels)
             # terms stay on the device; they are read (one transfer) only when logged
             run.scheduler.step()
             run.step += 1
@@ -239,11 +239,34 @@ def _evaluate(run: TrainingRun, logger: RunLogger | None, progress: bool) -> dic
     return summary
 
 
-def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler, images: torch.Tensor, labels: torch.Tensor,
-                lut: torch.Tensor, text_emb: torch.Tensor, rank_emb: torch.Tensor | None,
-                rank_index: torch.Tensor | None, grad_clip: float, use_amp: bool,
-                ignore_index: int) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class StepParts:
+    """What every training step uses, the same from step to step."""
+
+    model: nn.Module  # DDP-wrapped under torch.distributed
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    lut: torch.Tensor  # (256,) dataset id -> vocabulary index, -1 outside; on the host
+    text_emb: torch.Tensor  # (V, D) text embeddings of the training vocabulary
+    rank_emb: torch.Tensor | None  # (R, D) ranked set, None: rank over text_emb
+    rank_index: torch.Tensor | None  # (V,) vocabulary index -> row of rank_emb
+    grad_clip: float  # maximum gradient norm, 0: no clipping
+    use_amp: bool
+    ignore_index: int
+
+
+def _step_parts(run: TrainingRun) -> StepParts:
+    return StepParts(
+        model=run.train_model, criterion=run.criterion, optimizer=run.optimizer,
+        scaler=run.scaler, lut=run.lut, text_emb=run.train_emb, rank_emb=run.rank_emb,
+        rank_index=run.rank_index, grad_clip=run.cfg.train.grad_clip, use_amp=run.use_amp,
+        ignore_index=run.ignore_index,
+    )
+
+
+def _train_step(parts: StepParts, images: torch.Tensor,
+                labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """One optimiser step. images (B,3,H,W) normalised, on the device; labels (B,H,W) dataset
     ids, on the host: the per-image segments (a data-dependent shape) are found there, and
     everything after that stays on the device, except the matcher's assignment.
@@ -251,21 +274,23 @@ def _train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.O
     Returns every weighted loss term and their sum ``loss``, detached, on the device.
     """
     device = images.device
-    with_masks = getattr(criterion, "needs_target_masks", True)
+    with_masks = getattr(parts.criterion, "needs_target_masks", True)
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()}
-               for t in labels_to_targets(labels, lut, ignore_index, with_masks)]
+               for t in labels_to_targets(labels, parts.lut, parts.ignore_index, with_masks)]
     labels = labels.to(device, non_blocking=True)
-    labels_vocab = labels_to_vocab(labels, lut, ignore_index)  # (B,H,W) vocabulary indices
-    with _autocast(images.device, use_amp):
-        outputs = model(images, text_emb)
-    losses = criterion(_to_float(outputs), targets, labels_vocab, rank_emb, rank_index)
+    labels_vocab = labels_to_vocab(labels, parts.lut, parts.ignore_index)  # (B,H,W) vocabulary
+    with _autocast(device, parts.use_amp):
+        outputs = parts.model(images, parts.text_emb)
+    losses = parts.criterion(_to_float(outputs), targets, labels_vocab, parts.rank_emb,
+                             parts.rank_index)
     loss = sum(losses.values())
+    optimizer, scaler = parts.optimizer, parts.scaler
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    if grad_clip > 0:
+    if parts.grad_clip > 0:
         scaler.unscale_(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, parts.grad_clip)
     scaler.step(optimizer)
     scaler.update()
     return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}

@@ -70,9 +70,6 @@ class ConfusionMatrix:
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
 
-    def reset(self) -> None:
-        self.matrix.zero_()
-
 
 def per_class_iou(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(iou, acc, present) per class from a (C, C) matrix; iou/acc are NaN for absent classes."""

@@ -5,18 +5,26 @@ Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
 - ``loss_ce``: background_embedding: cross-entropy over C+1 columns for every query; matched
   queries target their class, unmatched ones the no-object column, whose class weight is
   ``no_object_weight`` (weighted mean, as in DETR/MaskFormer). Mode "background_free":
-  cross-entropy over the C vocabulary columns for matched queries only: with no background
-  column there is nothing to push unmatched queries towards, so they get no class target.
+  cross-entropy over the C vocabulary columns for matched queries only, summed and divided by
+  ``num_masks``: with no background column there is nothing to push unmatched queries towards,
+  so they get no class target.
 - ``loss_mask`` / ``loss_dice``: sigmoid BCE and dice of matched (query, segment) pairs, summed
-  and divided by the number of ground-truth segments in the batch; ignore pixels excluded. Read
-  at ``num_points`` importance-sampled points per pair (Mask2Former), or at every pixel.
+  and divided by ``num_masks``; ignore pixels excluded. Read at ``num_points``
+  importance-sampled points per pair (Mask2Former), or at every pixel.
 - ``loss_pixel``: focal loss on the aggregated semantic map (``class_enhancement``), at
   ``num_points`` uniform points per image, or at every pixel.
+- ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``).
+
+``num_masks`` is the number of ground-truth segments in the batch (at least 1). Under
+``torch.distributed`` it is summed over the processes and divided by their number (Mask2Former):
+DDP averages the gradients, so a term divided by it gets the gradient of that term over the
+whole global batch divided by the global count, whatever share of the segments each process
+holds. (The background_embedding ``loss_ce``, ``loss_pixel`` and ``loss_rank`` stay means over
+each process's own batch, as in Mask2Former.)
 
 With points, the targets are read from the label map (no full-resolution mask is built); the
 segment labels are padded once per batch and shared by every decoder layer; the matching moves
 to the CPU once per layer (the assignment), everything else stays on the outputs' device.
-- ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``).
 
 A term whose weight is 0 is not computed and not returned.
 """
@@ -24,6 +32,7 @@ A term whose weight is 0 is not computed and not returned.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -134,7 +143,7 @@ class SetCriterion(nn.Module):
         layers = [("", outputs)]
         if self.aux_loss:
             layers += [(f"_aux{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
-        num_masks = max(sum(int(t["labels"].numel()) for t in targets), 1)
+        num_masks = _num_masks(targets, labels_vocab.device)
         losses: dict[str, torch.Tensor] = {}
         for suffix, out in layers:
             indices = (self.matcher(out, targets, valid, label_map=labels_vocab)
@@ -155,7 +164,7 @@ class SetCriterion(nn.Module):
         labels: torch.Tensor,
         indices: list[tuple[torch.Tensor, torch.Tensor]],
         labels_vocab: torch.Tensor,
-        num_masks: int,
+        num_masks: float,
         rank_text_emb: torch.Tensor | None = None,
         rank_target_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -166,7 +175,7 @@ class SetCriterion(nn.Module):
         classes = labels[pairs[0], pairs[2]]  # vocabulary class of each matched pair
         terms: dict[str, torch.Tensor] = {}
         if w["loss_ce"]:
-            terms["loss_ce"] = self.class_term(out["pred_logits"], pairs, classes)
+            terms["loss_ce"] = self.class_term(out["pred_logits"], pairs, classes, num_masks)
         if w["loss_mask"] or w["loss_dice"]:
             bce, dice = self.mask_terms(out["pred_masks"], targets, pairs, classes,
                                         labels_vocab, num_masks)
@@ -186,8 +195,9 @@ class SetCriterion(nn.Module):
         return terms
 
     def class_term(self, logits: torch.Tensor, pairs: tuple[torch.Tensor, ...],
-                   classes: torch.Tensor) -> torch.Tensor:
-        """pairs: (batch, query, target) indices of the matched pairs; classes their labels."""
+                   classes: torch.Tensor, num_masks: float) -> torch.Tensor:
+        """logits (B,Q,C[+1]); pairs: (batch, query, target) indices of the matched pairs;
+        classes their labels."""
         logits = logits.float()
         b, q, cols = logits.shape
         batch_idx, query_idx = pairs[0].to(logits.device), pairs[1].to(logits.device)
@@ -200,7 +210,7 @@ class SetCriterion(nn.Module):
             return F.cross_entropy(logits.transpose(1, 2), target, weight)
         if classes.numel() == 0:
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[batch_idx, query_idx], classes)
+        return F.cross_entropy(logits[batch_idx, query_idx], classes, reduction="sum") / num_masks
 
     def mask_terms(
         self,
@@ -209,7 +219,7 @@ class SetCriterion(nn.Module):
         pairs: tuple[torch.Tensor, ...],
         classes: torch.Tensor,
         labels_vocab: torch.Tensor,
-        num_masks: int,
+        num_masks: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """pred_masks (B,Q,h,w), pairs (batch, query, target) with their classes, labels_vocab
         (B,H,W) -> (bce, dice) of the matched pairs. Each pair is read at its own
@@ -265,6 +275,17 @@ class SetCriterion(nn.Module):
             rank_text_emb.to(embed.device).float(), self.ranking_kind, self.ranking_tau,
             self.ranking_margin,
         )
+
+
+def _num_masks(targets: list[dict[str, torch.Tensor]], device: torch.device) -> float:
+    """Ground-truth segments per process: this batch's count, or under ``torch.distributed``
+    the count summed over processes and divided by their number; at least 1."""
+    count = sum(int(t["labels"].numel()) for t in targets)
+    if not (dist.is_available() and dist.is_initialized()):
+        return max(count, 1)
+    total = torch.tensor(float(count), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return max(total.item() / dist.get_world_size(), 1.0)
 
 
 def _pairs(

@@ -116,34 +116,3 @@ def importance_coords(logits: Tensor, num_points: int, oversample: float = 3.0,
     rest = uniform_coords(n, num_points - k, logits.device)
     return torch.cat([chosen, rest], dim=1)
 
-
-def sample_masks(
-    pred_masks: Tensor,
-    target_masks: Tensor,
-    valid: Tensor,
-    num_points: int = 0,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Put one image's predictions and targets on common points.
-
-    Args:
-        pred_masks: (N,h,w) logits (stride 4).
-        target_masks: (K,H,W) binary.
-        valid: (H,W) bool, False on ignore pixels.
-        num_points: 0 -> every pixel at target resolution (predictions bilinearly upsampled);
-            > 0 -> that many uniform points, capped by :func:`points_for`.
-    Returns:
-        (N,P) logits, (K,P) targets, (P,) float weights.
-    """
-    pred_masks = pred_masks.float()
-    height, width = target_masks.shape[-2:]
-    points = points_for(num_points, pred_masks.shape[-2:])
-    if points == 0:
-        if pred_masks.shape[-2:] != (height, width):
-            pred_masks = F.interpolate(
-                pred_masks[None], size=(height, width), mode="bilinear", align_corners=False
-            )[0]
-        return pred_masks.flatten(1), target_masks.flatten(1).float(), valid.flatten().float()
-    coords = uniform_coords(1, points, pred_masks.device)
-    pred = read_bilinear(pred_masks[None], coords)[0]
-    tgt = read_nearest(target_masks[None], coords)[0].float()
-    return pred, tgt, read_nearest(valid[None, None], coords)[0, 0].float()

@@ -6,13 +6,16 @@ Every backbone is an ``nn.Module`` with
   "res3": (B,C3,H/8,W/8), "res4": (B,C4,H/16,W/16), "res5": (B,C5,H/32,W/32)}``
 - ``channels: dict[str, int]`` and ``strides: dict[str, int]`` keyed by the same names.
 
-Two kinds exist: EfficientNet-Lite0 (``celseg.models.efficientnet_lite``, real ImageNet weights)
-and any Hugging Face ``AutoBackbone`` with four stages at strides 4/8/16/32 (ResNet, ConvNeXt,
-Swin...). The builders at the bottom are the only functions that read files.
+A backbone is named in ``model.backbone`` either by a key of :data:`BACKBONES` (the registry:
+name -> builder ``(pretrained, freeze_bn) -> backbone``, filled here and nowhere else; the model
+tests run over every entry) or as any Hugging Face ``AutoBackbone`` hub id or folder with four
+stages at strides 4/8/16/32 (ResNet, ConvNeXt, Swin...). The builders at the bottom are the only
+functions that read files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -133,8 +136,8 @@ def hf_backbone(name_or_path: str, pretrained: bool = True, freeze_bn: bool = Tr
     except (OSError, ValueError) as exc:
         kind = "folder" if Path(name_or_path).exists() else "name"
         raise ModelLoadError(
-            f"cannot load backbone {kind} '{name_or_path}': not 'efficientnet-lite0' and not a "
-            f"Hugging Face backbone ({exc})"
+            f"cannot load backbone {kind} '{name_or_path}': not one of {', '.join(BACKBONES)} "
+            f"and not a Hugging Face backbone ({exc})"
         ) from exc
     stages = list(getattr(config, "stage_names", []))
     if type(config) not in MODEL_FOR_BACKBONE_MAPPING or len(stages) < 4:
@@ -158,8 +161,16 @@ def hf_backbone(name_or_path: str, pretrained: bool = True, freeze_bn: bool = Tr
     return backbone
 
 
+# name -> builder(pretrained, freeze_bn); every builder also works offline with pretrained=False
+BACKBONES: dict[str, Callable[[bool, bool], nn.Module]] = {
+    "efficientnet-lite0": efficientnet_backbone,
+}
+
+
 def build_backbone(name: str, pretrained: bool = True, freeze_bn: bool = True) -> nn.Module:
-    """``"efficientnet-lite0"`` or a Hugging Face backbone name / folder."""
-    if name.lower().replace("_", "-") in ("efficientnet-lite0", "efficientnet-lite"):
-        return efficientnet_backbone(pretrained, freeze_bn)
+    """A registered backbone (:data:`BACKBONES`; case and ``_`` / ``-`` do not matter), else a
+    Hugging Face backbone name / folder."""
+    builder = BACKBONES.get(name.lower().replace("_", "-"))
+    if builder is not None:
+        return builder(pretrained, freeze_bn)
     return hf_backbone(name, pretrained, freeze_bn)

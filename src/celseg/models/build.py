@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from celseg.config import ModelConfig
+from celseg.config import Config, ModelConfig, validate
 from celseg.config_rules import split_names
-from celseg.errors import CelsegError
 from celseg.models.backbone import build_backbone
 from celseg.models.classifier import TextClassifier
 from celseg.models.pixel_decoder import MEMORY_ORDER, FPNPixelDecoder
@@ -12,41 +11,26 @@ from celseg.models.segmenter import Segmenter
 from celseg.models.transformer_decoder import TransformerDecoder
 from celseg.models.vlm_backbone import VLM_BACKBONE, vlm_backbone
 
-MODES = ("background_free", "background_embedding")
-
 
 def memory_levels(cfg: ModelConfig) -> tuple[str, ...]:
     """The memory levels the decoder layers read, round robin (``model.dec_levels``; by default
     the first min(3, dec_layers) of res5, res4, res3)."""
-    names = tuple(split_names(cfg.dec_levels))
-    if not names:
-        return MEMORY_ORDER[:min(3, cfg.dec_layers)]
-    if len(names) > cfg.dec_layers:
-        raise CelsegError(
-            f"model.dec_levels '{cfg.dec_levels}' names {len(names)} levels but model.dec_layers "
-            f"is {cfg.dec_layers}: a level no layer reads would get no gradient")
-    return names
+    return tuple(split_names(cfg.dec_levels)) or MEMORY_ORDER[:min(3, cfg.dec_layers)]
 
 
 def build_segmenter(cfg: ModelConfig, embed_dim: int) -> Segmenter:
     """Build the segmenter for text embeddings of width ``embed_dim``.
 
-    ``cfg.mode``: ``"background_free"`` or ``"background_embedding"`` (a learnable no-object
-    embedding).
-    Reads backbone weights when ``cfg.pretrained`` (EfficientNet-Lite0 from its package, or a
-    Hugging Face backbone folder / hub id). ``cfg.backbone == "vlm"`` always loads ``cfg.vlm``
-    and keeps its frozen image tower (``cfg.pretrained`` does not apply; ``load_segmenter`` then
-    replaces the tower's weights with the checkpoint's).
+    ``cfg`` is checked against the rules declared next to its fields (``celseg.config``; a
+    ``ConfigError`` names the key and value). ``cfg.mode``: ``"background_free"`` or
+    ``"background_embedding"`` (a learnable no-object embedding).
+    Reads backbone weights when ``cfg.pretrained`` (a registered backbone,
+    ``celseg.models.backbone.BACKBONES``, or a Hugging Face backbone folder / hub id).
+    ``cfg.backbone == "vlm"`` always loads ``cfg.vlm`` and keeps its frozen image tower
+    (``cfg.pretrained`` does not apply; ``load_segmenter`` then replaces the tower's weights
+    with the checkpoint's).
     """
-    if cfg.mode not in MODES:
-        raise CelsegError(f"model.mode '{cfg.mode}' is not one of {', '.join(MODES)}")
-    if cfg.hidden_dim % 4 or cfg.hidden_dim % cfg.nheads:
-        raise CelsegError(
-            f"model.hidden_dim {cfg.hidden_dim} must be divisible by 4 and by model.nheads "
-            f"{cfg.nheads}"
-        )
-    if cfg.dec_layers < 1:
-        raise CelsegError(f"model.dec_layers must be >= 1, got {cfg.dec_layers}")
+    validate(Config(model=cfg))
     levels = memory_levels(cfg)
     if cfg.backbone == VLM_BACKBONE:
         backbone = vlm_backbone(cfg.vlm, embed_dim, cfg.hidden_dim, cfg.vlm_input_scale,

@@ -19,7 +19,6 @@ stride-32 level at r = 8, half at r = 4) and resizes the columns as a matrix pro
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -54,17 +53,15 @@ def _support(a: Tensor) -> tuple[Tensor | None, Tensor]:
     return (None, a) if len(rows) == a.shape[1] else (rows, a[:, rows])
 
 
-@functools.lru_cache(maxsize=64)
 def _axis(n_fine: int, n_coarse: int, n_out: int, device: torch.device,
           dtype: torch.dtype) -> _Axis:
-    """The :class:`_Axis` of n_fine (coarse n_coarse, 0 for none) -> n_out, built in float64
-    outside inference mode (the cache outlives it), then cast."""
-    with torch.inference_mode(False):
-        a = _linear(n_fine, n_out)
-        c = a @ _linear(n_coarse, n_fine) if n_coarse else None
-        parts = (*_support(a), a, *(_support(c) if n_coarse else (None, None)), c)
-        return _Axis(*(None if t is None else t.to(device, dtype if t.is_floating_point()
-                                                    else None) for t in parts))
+    """The :class:`_Axis` of n_fine (coarse n_coarse, 0 for none) -> n_out, built in float64,
+    then cast (small: at most n_out x n_fine)."""
+    a = _linear(n_fine, n_out)
+    c = a @ _linear(n_coarse, n_fine) if n_coarse else None
+    parts = (*_support(a), a, *(_support(c) if n_coarse else (None, None)), c)
+    return _Axis(*(None if t is None else t.to(device, dtype if t.is_floating_point() else None)
+                   for t in parts))
 
 
 def _against(embed: Tensor, x: Tensor) -> Tensor:
@@ -131,11 +128,10 @@ class MaskFeatures:
             return self.logits(embed)
         embed, bias = self._project(embed)
         coarse = (0, 0) if self.coarse is None else tuple(self.coarse.shape[-2:])
-        dev, dt = embed.device, embed.dtype
         # whole rows are gathered (a contiguous copy); the columns are resized as a product
-        # int(): a trace sees sizes as tensors; its plan must be a constant (a cache hit)
-        ys, xs = (_axis(int(self.size[i]), int(coarse[i]), int(size[i]), dev, dt)
-                  for i in (0, 1))
+        rows, cols = ((self.size[i], coarse[i], size[i]) for i in (0, 1))
+        ys = _axis(*rows, embed.device, embed.dtype)
+        xs = ys if cols == rows else _axis(*cols, embed.device, embed.dtype)  # square: the same
         out = ys.weights @ _row_logits(embed, self.fine, ys.rows) @ xs.full.T
         if self.coarse is not None:
             part = _row_logits(embed, self.coarse, ys.coarse_rows)

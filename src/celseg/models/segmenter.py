@@ -10,7 +10,6 @@ from torch import nn
 
 from celseg.errors import CelsegError
 from celseg.models.classifier import TextClassifier
-from celseg.models.traced_head import TracedHead
 
 
 def has_cxx_compiler() -> bool:
@@ -29,7 +28,7 @@ class Segmenter(nn.Module):
     - ``logit_scale`` () the classifier's scale
     - ``text_emb`` (C,D) the vocabulary it was given (the ranking loss and inference read it)
     - ``aux_outputs`` list (one per earlier decoder prediction) of dicts with the same keys;
-      empty in eval mode (only the loss reads them), where the decoder skips that work
+      empty in eval mode (only the loss reads them)
     - ``vlm_dense`` (B,D,h,w) only when the backbone is the VLM's shared frozen tower
       (``vlm_tower_is_shared``): the VLM's L2-normalised dense features of ``images`` from the
       same pass, without gradient (``celseg.models.vlm_backbone``)
@@ -50,14 +49,6 @@ class Segmenter(nn.Module):
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
         self.classifier = classifier
-        self.traced_head: TracedHead | None = None
-        self.set_tracing(True)
-
-    def set_tracing(self, enabled: bool) -> None:
-        """Run the head at inference through frozen traces (``eval.trace_head``, the default;
-        :mod:`celseg.models.traced_head`) or eagerly (``traced_head`` None)."""
-        self.traced_head = (TracedHead(self.pixel_decoder, self.transformer_decoder,
-                                       self.classifier) if enabled else None)
 
     @property
     def has_background(self) -> bool:
@@ -70,9 +61,8 @@ class Segmenter(nn.Module):
 
     def compile_backbone(self) -> None:
         """``torch.compile`` the backbone's forward in place, for inference
-        (``eval.compile_backbone``). On CPU it made EfficientNet-Lite0 1.6x faster at 128 px
-        (15.2 -> 9.6 ms) after a few seconds of compiling, while compiling the head gains nothing
-        (benchmarks/bench_decoder_build.py --compile); it needs a C++ compiler."""
+        (``eval.compile_backbone``): on CPU the backbone is most of the time, and compiling it
+        pays after a few seconds; it needs a C++ compiler."""
         on_cpu = next(self.parameters()).device.type == "cpu"
         if on_cpu and not has_cxx_compiler():
             raise CelsegError("eval.compile_backbone (--compile-backbone) needs a C++ compiler "
@@ -93,25 +83,17 @@ class Segmenter(nn.Module):
                vlm_dense: torch.Tensor | None = None) -> dict:
         """Everything after the backbone: its features res2..res5 (and the VLM's dense
         features where the tower is shared) -> the outputs of :meth:`forward`."""
-        traced = None if self.traced_head is None else self.traced_head(feats, text_emb)
-        if traced is not None:  # the final prediction, classified in the same trace
-            masks, logits, class_embed, scale = traced
-            outs = [{"pred_logits": logits, "pred_masks": masks, "class_embed": class_embed,
-                     "logit_scale": scale, "text_emb": text_emb}]
-        else:
-            mask_features, memory = self.pixel_decoder(feats)
-            preds = self.transformer_decoder(memory, mask_features,
-                                             all_predictions=self.training)
-            outs = []
-            for p in preds:
-                logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)
-                outs.append({
-                    "pred_logits": logits,
-                    "pred_masks": p["pred_masks"],
-                    "class_embed": class_embed,
-                    "logit_scale": scale,
-                    "text_emb": text_emb,
-                })
+        mask_features, memory = self.pixel_decoder(feats)
+        outs = []
+        for p in self.transformer_decoder(memory, mask_features):  # eval mode: the final one
+            logits, class_embed, scale = self.classifier(p["class_feat"], text_emb)
+            outs.append({
+                "pred_logits": logits,
+                "pred_masks": p["pred_masks"],
+                "class_embed": class_embed,
+                "logit_scale": scale,
+                "text_emb": text_emb,
+            })
         final = dict(outs[-1])
         final["aux_outputs"] = outs[:-1]
         if vlm_dense is not None:

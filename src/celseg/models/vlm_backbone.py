@@ -235,8 +235,6 @@ def vlm_backbone(vlm_name: str, embed_dim: int, pyramid_dim: int,
     """
     from celseg.vlm.registry import load_vlm
 
-    if not input_scale > 0:
-        raise ModelLoadError(f"model.vlm_input_scale must be > 0, got {input_scale}")
     try:
         vlm = load_vlm(vlm_name)
     except ModelLoadError as exc:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 KEEP_LABEL_FILES = 64  # label PNGs kept on disk for download; older ones are removed
 PROTOCOLS = {"ensemble": "ensemble (segmenter + the VLM's mask-pooled image features)",
              "segmenter": "the segmenter alone (--no-ensemble, or a VLM without an image tower)",
-             "vlm": "the VLM's mask-pooled image features alone"}
+             "vlm": "the VLM's mask-pooled image features alone",
+             "training-free": "the VLM's dense features alone, no training (celseg.vlm.training_free)"}
 
 
 @dataclass(frozen=True)

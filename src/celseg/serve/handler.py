@@ -117,16 +117,9 @@ def overlay_picture(image: np.ndarray, label: np.ndarray, names: list[str],
                     alpha: float = 0.5, min_side: int = 0) -> Image.Image:
     """image | overlay | legend of the classes that appear, as ``celseg predict`` draws it;
     small images are enlarged (nearest neighbour) to at least ``min_side`` pixels."""
-    from celseg.data.classes import default_color
-    from celseg.engine.predictor import _side_by_side
-    from celseg.viz.overlay import legend_image, overlay
+    from celseg.api.segmentation import Segmentation
 
-    factor = max(1, -(-min_side // max(1, min(label.shape))))
-    image, label = (a.repeat(factor, axis=0).repeat(factor, axis=1) for a in (image, label))
-    palette = np.asarray([default_color(i) for i in range(len(names))], dtype=np.uint8)
-    present = sorted(int(i) for i in np.unique(label))
-    legend = legend_image(names, palette, present)
-    return _side_by_side([image, overlay(image, label, palette, alpha)], legend)
+    return Segmentation(image, label, tuple(names)).overlay(alpha, min_side)
 
 
 def segment_upload(predictor: Predictor, path: str | Path | None, text: str | None,

@@ -161,7 +161,7 @@ def per_class_chart(summary: dict, out_png: str | Path, title: str = "") -> Path
 # --- ablation --------------------------------------------------------------------------------
 
 def ablation_bars(table: dict[str, dict]) -> list[tuple[str, dict[str, tuple[float, float]]]]:
-    """``(title, {metric: (mean, std)})`` per variant of ``celseg.ablation.runner.aggregate``'s
+    """``(title, {metric: (mean, std)})`` per variant of ``celseg.ablation.stats.aggregate``'s
     table, in the table's order."""
     if not table:
         raise ValueError("the ablation table is empty")
@@ -176,8 +176,8 @@ def ablation_bars(table: dict[str, dict]) -> list[tuple[str, dict[str, tuple[flo
 
 def ablation_chart(table: dict[str, dict], out_png: str | Path,
                    title: str = "ablation: seen / unseen / hIoU per variant") -> Path:
-    """Grouped bars of every variant's seen mIoU, unseen mIoU and hIoU (mean over seeds) with
-    the seed standard deviation as error bars."""
+    """Grouped bars of every variant's seen mIoU, unseen mIoU and hIoU (the mean over its runs:
+    splits x seeds) with their standard deviation as error bars."""
     rows = ablation_bars(table)
     fig, (ax,) = _figure(max(7.0, 1.3 * len(rows) + 2), 4.5)
     width = 0.8 / len(METRIC_LABELS)
@@ -190,7 +190,7 @@ def ablation_chart(table: dict[str, dict], out_png: str | Path,
                color=METRIC_COLORS[metric], label=METRIC_LABELS[metric],
                error_kw={"linewidth": 1})
     ax.set_xticks(range(len(rows)), [_wrap(title) for title, _ in rows], fontsize=7)
-    ax.set_ylabel("% (mean ± std over seeds)")
+    ax.set_ylabel("% (mean ± std over runs)")
     ax.set_ylim(0, 112)
     ax.set_yticks(range(0, 101, 20))
     ax.legend(fontsize=8, loc="upper left", ncols=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,20 +89,45 @@ def _pad_to(cell: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
+def wrap_title(title: str, width: int, font: ImageFont.ImageFont) -> list[str]:
+    """``title`` as lines no wider than ``width`` px in ``font``: broken at spaces and after
+    underscores, and a piece too long for a line of its own at characters."""
+    lines, line = [], ""
+    for piece in re.findall(r"\s*[^\s_]*_?", title):
+        if not piece:
+            continue
+        if font.getlength(line + piece) <= width:
+            line += piece
+            continue
+        lines += [line] if line else []
+        piece = piece.lstrip()
+        while len(piece) > 1 and font.getlength(piece) > width:
+            cut = max([k for k in range(1, len(piece)) if font.getlength(piece[:k]) <= width],
+                      default=1)
+            lines.append(piece[:cut])
+            piece = piece[cut:]
+        line = piece
+    return [*lines, line] if line or not lines else lines
+
+
 def panel(rows: list[list[np.ndarray]], titles: Sequence[str] = (), gap: int = 4,
           font_size: int = 14) -> Image.Image:
     """Grid of (h, w, 3) uint8 cells with optional column ``titles``; cells are top-left aligned
-    in slots as large as the largest cell."""
+    in slots as large as the largest cell. A title wider than its slot is wrapped onto as many
+    lines as it needs, so no title runs into the next column."""
     h = max(c.shape[0] for r in rows for c in r)
     w = max(c.shape[1] for r in rows for c in r)
     ncol = max(len(r) for r in rows)
-    title_h = font_size + 8 if titles else 0
+    font = _font(font_size)
+    wrapped = [wrap_title(title, w - 4, font) for title in titles]  # 4 px apart at least
+    line_h = font_size + 4
+    title_h = max((len(lines) for lines in wrapped), default=0) * line_h + 4 if titles else 0
     sheet = Image.new("RGB", (ncol * (w + gap) + gap, title_h + len(rows) * (h + gap) + gap),
                       BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = _font(font_size)
-    for j, title in enumerate(titles):
-        draw.text((gap + j * (w + gap), 3), title, fill=TEXT, font=font)
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            draw.text((gap + j * (w + gap), 3 + k * line_h), line, fill=TEXT, font=font)
     for i, row in enumerate(rows):
         for j, cell in enumerate(row):
             sheet.paste(Image.fromarray(_pad_to(cell, h, w)),

@@ -1,9 +1,9 @@
 """Zero-shot evaluation of a VLM without any segmentation training.
 
 (a) classification of held-out caption images (``split == "val"``) into their main class among
-all class names, seen and unseen separately; (b) dense segmentation straight from
-``dense_features``: per-location cosine with every class embedding, upsampled to the label size,
-argmax, scored with ``celseg.evaluation.metrics``.
+all class names, seen and unseen separately; (b) training-free dense segmentation, the labels
+``celseg predict --vlm`` gives (``celseg.vlm.training_free``), scored with
+``celseg.evaluation.metrics``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from celseg.data.classes import ClassInfo
 from celseg.data.dataset import read_label
@@ -19,6 +18,7 @@ from celseg.errors import DataError
 from celseg.evaluation.metrics import ConfusionMatrix, summarize
 from celseg.vlm.base import VisionLanguageModel
 from celseg.vlm.pretrain import load_image, read_captions
+from celseg.vlm.training_free import TrainingFreeSegmenter
 
 
 def main_class(class_ids: list[int], info: ClassInfo) -> int | None:
@@ -80,26 +80,21 @@ def _pairs(root: Path, split: str, max_images: int) -> list[tuple[Path, Path]]:
 
 
 @torch.no_grad()
-def dense_predict(vlm: VisionLanguageModel, images: torch.Tensor, text_emb: torch.Tensor,
-                  out_size: tuple[int, int]) -> torch.Tensor:
-    """images (B,3,H,W) in [0,1] -> (B,C,out_h,out_w) cosine scores, bilinearly upsampled."""
-    feats = vlm.dense_features(images)  # (B, D, h, w)
-    scores = torch.einsum("bdhw,cd->bchw", feats, text_emb.to(feats.device, feats.dtype))
-    return F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
-
-
-@torch.no_grad()
 def dense_segmentation(vlm: VisionLanguageModel, data: str | Path, info: ClassInfo,
                        text_emb: torch.Tensor, split: str = "val", max_images: int = 0,
                        progress: bool = False) -> dict:
-    """MaskCLIP-style annotation-free segmentation; returns ``metrics.summarize`` output."""
+    """Training-free segmentation of ``split``; returns ``metrics.summarize`` output."""
     from tqdm import tqdm
 
+    segmenter = TrainingFreeSegmenter(vlm)
     cm = ConfusionMatrix(info.num_classes, info.ignore_index)
     for img_path, ann_path in tqdm(_pairs(Path(data), split, max_images), desc="dense eval",
                                    disable=not progress):
         image = load_image(str(img_path))[None]
         label = torch.from_numpy(read_label(ann_path))
-        pred = dense_predict(vlm, image, text_emb, tuple(label.shape)).argmax(1)[0].cpu()
+        if tuple(image.shape[-2:]) != tuple(label.shape):
+            raise DataError(f"annotation {ann_path} is {tuple(label.shape)} but image "
+                            f"{img_path} is {tuple(image.shape[-2:])} (H, W)")
+        pred = segmenter.probs_from_text(image, text_emb).argmax(1)[0].cpu()
         cm.update(pred, label)
     return summarize(cm.matrix, info)

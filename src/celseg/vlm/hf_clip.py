@@ -72,7 +72,8 @@ class HFCLIP(VisionLanguageModel):
         tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
         return F.normalize(_features(self.model.get_text_features(**tok)).float(), dim=-1)
 
-    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> CLIP-normalised, on the model's device."""
         return (images.to(self.device, torch.float32) - self.mean) / self.std
 
     @torch.no_grad()
@@ -80,7 +81,7 @@ class HFCLIP(VisionLanguageModel):
         """images (B,3,H,W) in [0,1] -> (B, D): resized to the pretraining size, CLS token."""
         x = F.interpolate(images.float(), size=(self.image_size, self.image_size),
                           mode="bicubic", align_corners=False).clamp(0, 1)
-        out = self.model.get_image_features(pixel_values=self._normalize(x))
+        out = self.model.get_image_features(pixel_values=self.normalize(x))
         return F.normalize(_features(out).float(), dim=-1)
 
     @torch.no_grad()
@@ -90,7 +91,7 @@ class HFCLIP(VisionLanguageModel):
         h, w = images.shape[-2] // p, images.shape[-1] // p
         if h == 0 or w == 0:
             raise ValueError(f"image {tuple(images.shape[-2:])} smaller than one {p}px patch")
-        x = self._normalize(images[..., : h * p, : w * p])
+        x = self.normalize(images[..., : h * p, : w * p])
         _, dense = maskclip_pass(self.model.vision_model, self.model.visual_projection, x, p,
                                  self.dense_residual)
         return dense
@@ -112,8 +113,26 @@ def maskclip_pass(vision: nn.Module, projection: nn.Module, x: torch.Tensor, pat
     Returns:
         ``([(B, 1+h*w, width) per entry of keep], dense (B, D, h, w) L2-normalised)``.
     """
-    p = patch_size
-    h, w = x.shape[-2] // p, x.shape[-1] // p
+    kept, hidden = hidden_before_last_block(vision, x, keep)
+    last = vision.encoder.layers[-1]
+    attn = last.self_attn
+    # Value path only: no query-key attention, every token attends to itself.
+    v = attn.out_proj(attn.v_proj(last.layer_norm1(hidden)))
+    if dense_residual:
+        v = v + hidden
+        v = v + last.mlp(last.layer_norm2(v))
+    grid = (x.shape[-2] // patch_size, x.shape[-1] // patch_size)
+    return kept, project_patch_tokens(vision, projection, v, grid)
+
+
+def hidden_before_last_block(vision: nn.Module, x: torch.Tensor, keep: tuple[int, ...] = ()
+                             ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Embeddings and every encoder layer but the last.
+
+    x: (B,3,H,W) CLIP-normalised. Returns ``([hidden after each layer count in keep], the input
+    of the last block (B, 1+h*w, width))``; layer count 0 is the embeddings after
+    ``pre_layrnorm``.
+    """
     hidden = vision.embeddings(x, interpolate_pos_encoding=True)  # (B, 1+h*w, width)
     hidden = vision.pre_layrnorm(hidden)
     layers = vision.encoder.layers
@@ -126,18 +145,18 @@ def maskclip_pass(vision: nn.Module, projection: nn.Module, x: torch.Tensor, pat
     missing = sorted(set(keep) - set(kept))
     if missing:
         raise ValueError(f"hidden states {missing} not in 0..{len(layers) - 1}")
-    last = layers[-1]
-    attn = last.self_attn
-    # Value path only: no query-key attention, every token attends to itself.
-    v = attn.out_proj(attn.v_proj(last.layer_norm1(hidden)))
-    if dense_residual:
-        v = v + hidden
-        v = v + last.mlp(last.layer_norm2(v))
-    v = vision.post_layernorm(v[:, 1:])  # drop CLS: (B, h*w, width)
-    feats = projection(v)  # (B, h*w, D)
+    return [kept[i] for i in keep], hidden
+
+
+def project_patch_tokens(vision: nn.Module, projection: nn.Module, tokens: torch.Tensor,
+                         grid: tuple[int, int]) -> torch.Tensor:
+    """Last-block output (B, 1+h*w, width) -> (B, D, h, w): the CLS token dropped, the final
+    layer norm and the visual projection applied to every patch token, L2-normalised."""
+    h, w = grid
+    feats = projection(vision.post_layernorm(tokens[:, 1:]))  # (B, h*w, D)
     feats = F.normalize(feats.float(), dim=-1)
-    dense = feats.transpose(1, 2).reshape(feats.shape[0], -1, h, w)
-    return [kept[i] for i in keep], dense
+    return feats.transpose(1, 2).reshape(feats.shape[0], -1, h, w)
+
 
 def _read_norm(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     cfg = folder / "preprocessor_config.json"

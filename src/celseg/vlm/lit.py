@@ -20,7 +20,7 @@ from torch import nn
 from celseg.errors import ModelLoadError
 from celseg.models.efficientnet_lite import HEAD_CHANNELS, EfficientNetLite0, efficientnet_lite0
 from celseg.vlm.base import VisionLanguageModel
-from celseg.vlm.minilm import MINILM_DIM, MiniLMTextEncoder, load_minilm_encoder
+from celseg.vlm.minilm import MINILM_DIM, LazyTextEncoder, MiniLMTextEncoder, lazy_minilm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,8 +82,8 @@ class LiTModel(VisionLanguageModel):
 
     embed_dim = MINILM_DIM
 
-    def __init__(self, image: LiTImageTower, text: MiniLMTextEncoder, name: str = "lit",
-                 dense_scale: float = 2.0) -> None:
+    def __init__(self, image: LiTImageTower, text: MiniLMTextEncoder | LazyTextEncoder,
+                 name: str = "lit", dense_scale: float = 2.0) -> None:
         super().__init__()
         self.image = image
         self.text = text
@@ -161,6 +161,6 @@ def load_lit(folder: str | Path, device: str = "cpu") -> LiTModel:
         raise ModelLoadError(f"unexpected key {extra[0]!r} in {weights}")
     tower.load_state_dict(state)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    model = LiTModel(tower, load_minilm_encoder(), name=f"lit-minilm:{digest}",
+    model = LiTModel(tower, lazy_minilm(), name=f"lit-minilm:{digest}",
                      dense_scale=float(meta.get("dense_scale", 2.0)))
     return model.to(device).eval()

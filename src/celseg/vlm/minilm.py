@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,13 +63,42 @@ def load_minilm_encoder(path: str | None = None) -> MiniLMTextEncoder:
     return MiniLMTextEncoder(model, tokenizer)
 
 
+class LazyTextEncoder:
+    """A text encoder built on its first call.
+
+    Class embeddings are cached on disk (``celseg.vlm.cache``), so a process whose names are all
+    cached never needs the encoder; building it imports transformers and reads the BERT weights,
+    which costs more than the rest of a first prediction. Not an ``nn.Module``: the encoder is
+    frozen and runs where it was built (on the CPU), whatever device the model is moved to.
+    """
+
+    def __init__(self, build: Callable[[], nn.Module]) -> None:
+        self._build = build
+        self._encoder: nn.Module | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def __call__(self, sentences: list[str]) -> torch.Tensor:
+        """sentences -> (N, D) L2-normalised."""
+        if self._encoder is None:
+            self._encoder = self._build()
+        return self._encoder(sentences)
+
+
+def lazy_minilm() -> LazyTextEncoder:
+    """MiniLM, loaded from the packaged folder when first asked to encode."""
+    return LazyTextEncoder(load_minilm_encoder)
+
+
 class MiniLMText(VisionLanguageModel):
     """Text-only model "minilm": class embeddings without an image tower."""
 
     name = MINILM_NAME
     embed_dim = MINILM_DIM
 
-    def __init__(self, text: MiniLMTextEncoder) -> None:
+    def __init__(self, text: MiniLMTextEncoder | LazyTextEncoder) -> None:
         super().__init__()
         self.text = text
 

@@ -31,9 +31,9 @@ def load_vlm(name_or_path: str, device: str = "cpu") -> VisionLanguageModel:
     """
     name = resolve_name(str(name_or_path))
     if name == "minilm":
-        from celseg.vlm.minilm import MiniLMText, load_minilm_encoder
+        from celseg.vlm.minilm import MiniLMText, lazy_minilm
 
-        return MiniLMText(load_minilm_encoder()).to(device).eval()
+        return MiniLMText(lazy_minilm()).to(device).eval()
     folder = Path(name).expanduser()
     if folder.is_dir():
         if (folder / LIT_CONFIG).is_file():

@@ -1,0 +1,45 @@
+"""``celseg protocol-study --ckpt RUN [RUN ...]``: the ensemble's free settings compared on dev
+data (:func:`celseg.ablation.protocol_study.study_all`), printed and written as JSON.
+
+Library imports sit inside ``run`` so that ``celseg --help`` and the CLI start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", nargs="+", required=True, help="run folders or checkpoints")
+    parser.add_argument("--data", default="",
+                        help="dev dataset root (default: each run's own data.root, e.g. the "
+                             "view of its dev split from celseg ablate --dev)")
+    parser.add_argument("--split", default="val", help="split of the dataset to evaluate")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--settings", default="all", choices=("all", "cheap"),
+                        help="which settings to compare (cheap: no 2x input)")
+    parser.add_argument("--max-images", type=int, default=0,
+                        help="use only the first N images of the split (0: all)")
+    parser.add_argument("--out", default="", help="write every summary as JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out file that celseg did not write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from celseg.ablation.protocol_study import slim, study_all, table
+    from celseg.io.atomic import write_json
+    from celseg.io.outputs import OutputGuard
+
+    guard = OutputGuard("protocol-study", overwrite=args.overwrite)
+    for ckpt in args.ckpt:
+        guard.read_checkpoint(ckpt)
+    if args.data:
+        guard.read_dataset(args.data)
+    guard.claim(files=[args.out] if args.out else [], record_files=False)
+    results = study_all(args.ckpt, args.data, args.split, args.settings, args.device,
+                        args.max_images, progress=not args.no_progress)
+    print(table(results))
+    if args.out:
+        guard.record(write_json(args.out, slim(results)))
+    return 0
