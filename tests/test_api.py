@@ -143,3 +143,14 @@ def test_import_celseg_does_not_import_torch() -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_exif_orientation_is_applied_as_on_the_page(exported, tmp_path) -> None:
+    """A photo stored sideways (EXIF orientation 6) is segmented as a viewer shows it, as
+    ``celseg serve`` does."""
+    img = Image.fromarray(np.zeros((20, 50, 3), np.uint8))  # stored 50 wide, 20 high
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "photo.jpg", exif=exif)
+    seg = celseg.load(exported, device="cpu").segment(tmp_path / "photo.jpg", ["cat", "dog"])
+    assert seg.labels.shape == (50, 20) and seg.image.shape == (50, 20, 3)

@@ -187,13 +187,35 @@ def test_predict_refuses_out_of_range_flags(run_dir, tmp_path, capsys, flag, val
                    names=[flag, value], watch=[tmp_path, run_dir])
 
 
-def test_predict_refuses_two_inputs_with_one_output_name(run_dir, tmp_path, capsys):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    one, two = _rgb(tmp_path / "a" / "x.png"), _rgb(tmp_path / "b" / "x.jpg")
+@pytest.mark.parametrize("inputs, extra, named", [
+    (["{tmp}/none_*.png"], [], ["'{tmp}/none_*.png'", "matches no image"]),
+    (["{tmp}/empty_dir"], [], ["{tmp}/empty_dir", "holds no images"]),
+    (["{tmp}/a.png", "{tmp}/gone.png"], [], ["{tmp}/gone.png", "not found"]),
+    (["{tmp}/a.png"], ["--ckpt", "nobody/no-such-model"], ["'nobody/no-such-model'",
+                                                          "HF_HUB_OFFLINE=1"]),
+    (["{tmp}/a.png"], ["--ckpt", "no/such/run"], ["no/such/run", "not found"]),
+])
+def test_predict_refuses_inputs_and_models_it_cannot_find(run_dir, tmp_path, capsys, inputs,
+                                                          extra, named, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as tests run
+    _rgb(tmp_path / "a.png")
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "empty_dir" / "notes.txt").write_text("no images here")
+    ckpt = extra or ["--ckpt", str(run_dir)]
+    assert_refused(main, ["predict", *ckpt, "--classes", "cat", "--out", str(tmp_path / "pred"),
+                          *[i.format(tmp=tmp_path) for i in inputs]], capsys,
+                   names=[n.format(tmp=tmp_path) for n in named], watch=[tmp_path, run_dir])
+
+
+def test_predict_refuses_an_output_inside_an_input_folder(run_dir, tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    _rgb(tmp_path / "photos" / "a.png")
     assert_refused(main, ["predict", "--ckpt", str(run_dir), "--classes", "cat", "--out",
-                          str(tmp_path / "pred"), str(one), str(two)], capsys,
-                   names=["x.png", "distinct names"], watch=[tmp_path, run_dir])
+                          str(tmp_path / "photos" / "seg"), str(tmp_path / "photos")], capsys,
+                   names=["inside the input folder", str(tmp_path / "photos")],
+                   watch=[tmp_path, run_dir])
 
 
 # -------------------------------------------------------------------------------- evaluate

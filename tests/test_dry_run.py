@@ -81,8 +81,8 @@ def test_class_enhancement_configs_run_at_real_shapes(config, tmp_path):
         assert report["parameters"]["backbone"] == sum(p.numel() for p in trunk.parameters())
     # the real photo: converted with its own labels, trained on, evaluated, predicted
     raw = fixtures.real_voc_label()
-    label = read_png(out / "data" / "annotations" / "val" / (
-        f"{fixtures.REAL_PHOTO}.png" if voc else "000000500001.png"))
+    stem = fixtures.REAL_PHOTO if voc else "000000500001"  # COCO's 12-digit ids
+    label = read_png(out / "data" / "annotations" / "val" / f"{stem}.png")
     classes = json.loads((out / "data" / "classes.json").read_text())["classes"]
     for voc_id in np.unique(raw):
         if voc_id == 0:
@@ -91,7 +91,7 @@ def test_class_enhancement_configs_run_at_real_shapes(config, tmp_path):
         got = {classes[int(i)]["name"].replace(" ", "") for i in np.unique(label[raw == voc_id])}
         assert got == {VOC_NAMES[voc_id - 1]}, (voc_id, got)
     assert names is None or [c["name"] for c in classes] == names
-    predicted = read_png(out / "predict" / f"{fixtures.REAL_PHOTO}.png")
+    predicted = read_png(out / "predict" / f"{stem}.png")
     assert predicted.shape == raw.shape and predicted.max() < report["shapes"]["vocabulary"]
     assert (out / "pseudo_labels" / "report.json").is_file()
 

@@ -112,6 +112,9 @@ def test_labels_against_a_per_pixel_loop(shape, size, calibration):
 
 
 def test_ties_go_to_the_first_class():
+    """In either memory layout (the scores are held with the classes innermost)."""
     probs = torch.tensor([[0.2, 0.4, 0.4], [0.5, 0.1, 0.5]]).T.reshape(1, 3, 1, 2)
-    assert labels_from_probs(probs.clone()).tolist() == [[[1, 0]]]
-    assert labels_from_probs(probs.clone(), [0], 0.05).tolist() == [[[1, 2]]]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert labels_from_probs(probs.clone(memory_format=layout)).tolist() == [[[1, 0]]]
+        calibrated = labels_from_probs(probs.clone(memory_format=layout), [0], 0.05)
+        assert calibrated.tolist() == [[[1, 2]]]

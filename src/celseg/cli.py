@@ -12,7 +12,7 @@ import importlib
 import sys
 import warnings
 
-from celseg.config import RenamedValueWarning
+from celseg.config import RemovedKeyWarning, RenamedValueWarning
 from celseg.errors import CelsegError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     # DeprecationWarnings are hidden outside __main__; an old config spelling is the user's
     warnings.filterwarnings("default", category=RenamedValueWarning)
+    warnings.filterwarnings("default", category=RemovedKeyWarning)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

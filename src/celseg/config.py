@@ -186,6 +186,15 @@ class LossConfig:
     ranking_tau: float = spec(0.05, above(0))
     ranking_margin: float = spec(0.1, at_least(0))
     ranking_include_unseen: bool = False  # rank over unseen names too (transductive)
+    # where the ranking's target order comes from: "text" (cos of the true class's text
+    # embedding with the others), "image" (cos of the VLM's mask-pooled embedding of the
+    # proposal with them) or "both" (the mean of the two losses); see losses/ranking.py
+    ranking_target: str = spec("text", one_of("text", "image", "both"))
+    # ViLD / OpenSeg distillation of every proposal's class embedding towards the VLM's
+    # mask-pooled image embedding of its mask (losses/distill.py); with a separate backbone
+    # the trainer runs the VLM's image tower on every batch
+    distill_weight: float = spec(0.0, at_least(0))
+    distill_kind: str = spec("cosine", one_of("cosine", "l1"))
 
 
 @dataclass(frozen=True)

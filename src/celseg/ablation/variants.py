@@ -52,6 +52,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ranking_shared", "background-free + ranking, shared frozen VLM backbone",
             BACKGROUND_FREE + RANKING + ("data.setting=inductive", "model.backbone=vlm",
                                          "model.vlm_input_scale=2.0")),
+    # the same tower at its own input size: one pass of the trunk the ImageNet backbone costs,
+    # the dense map at stride 32
+    Variant("ranking_shared1", "background-free + ranking, shared frozen VLM backbone, input x1",
+            BACKGROUND_FREE + RANKING + ("data.setting=inductive", "model.backbone=vlm",
+                                         "model.vlm_input_scale=1.0")),
 )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from celseg.errors import DataError
 
@@ -21,17 +21,17 @@ GLOB_CHARS = "*?["
 
 
 def to_rgb(image: str | Path | Image.Image | np.ndarray, max_size: int = 0) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a path, a PIL image or an array, shrunk so that its longer side
-    is at most ``max_size`` when that is > 0.
+    """(H, W, 3) uint8 RGB from a path, a PIL image or an array, turned as its EXIF orientation
+    says and shrunk so that its longer side is at most ``max_size`` when that is > 0.
 
     Arrays may be (H, W) grey or (H, W, 3|4) colour, uint8 or float in [0, 1] (alpha dropped).
     """
     from celseg.io.images import open_rgb
 
     if isinstance(image, (str, Path)):
-        pil = open_rgb(image)
+        pil = ImageOps.exif_transpose(open_rgb(image))  # phone photos: as a viewer shows them
     elif isinstance(image, Image.Image):
-        pil = image.convert("RGB")
+        pil = ImageOps.exif_transpose(image).convert("RGB")
     elif isinstance(image, np.ndarray):
         pil = Image.fromarray(_array_to_uint8(image))
     else:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """One image's labels.
 

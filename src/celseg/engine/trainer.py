@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from celseg.config import Config, check_paths, save_config, to_dict, validate
 from celseg.data.batching import collate, pad_batch
+from celseg.data.transforms import to_unit_rgb
 from celseg.engine import checkpoint as ckpt
 from celseg.engine import distributed
 from celseg.engine.evaluator import evaluate
@@ -254,6 +255,8 @@ class StepParts:
     grad_clip: float  # maximum gradient norm, 0: no clipping
     use_amp: bool
     ignore_index: int
+    teacher: Any = None  # VLM giving outputs["vlm_dense"] (training_run._teacher), or None
+    teacher_scale: float = 1.0  # input upsampling before it, as at inference
 
 
 def _step_parts(run: TrainingRun) -> StepParts:
@@ -261,8 +264,20 @@ def _step_parts(run: TrainingRun) -> StepParts:
         model=run.train_model, criterion=run.criterion, optimizer=run.optimizer,
         scaler=run.scaler, lut=run.lut, text_emb=run.train_emb, rank_emb=run.rank_emb,
         rank_index=run.rank_index, grad_clip=run.cfg.train.grad_clip, use_amp=run.use_amp,
-        ignore_index=run.ignore_index,
+        ignore_index=run.ignore_index, teacher=run.teacher,
+        teacher_scale=run.cfg.eval.dense_input_scale,
     )
+
+
+@torch.no_grad()
+def teacher_dense(teacher: Any, images: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B,D,h,w) the VLM's dense image features of the ImageNet-normalised ``images``, computed
+    as the out-of-vocabulary branch computes them at inference (``OOVBranch.dense``)."""
+    x = to_unit_rgb(images)
+    if scale != 1.0:
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear",
+                                            align_corners=False)
+    return teacher.dense_features(x).float().to(images.device)
 
 
 def _train_step(parts: StepParts, images: torch.Tensor,
@@ -281,6 +296,8 @@ def _train_step(parts: StepParts, images: torch.Tensor,
     labels_vocab = labels_to_vocab(labels, parts.lut, parts.ignore_index)  # (B,H,W) vocabulary
     with _autocast(device, parts.use_amp):
         outputs = parts.model(images, parts.text_emb)
+    if parts.teacher is not None:
+        outputs["vlm_dense"] = teacher_dense(parts.teacher, images, parts.teacher_scale)
     losses = parts.criterion(_to_float(outputs), targets, labels_vocab, parts.rank_emb,
                              parts.rank_index)
     loss = sum(losses.values())

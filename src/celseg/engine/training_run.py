@@ -25,13 +25,14 @@ from celseg.data.transforms import build_eval_transform, build_train_transform
 from celseg.engine import checkpoint as ckpt
 from celseg.engine import distributed
 from celseg.engine.distributed import DistInfo
+from celseg.engine.protocol import resolve_vlm
 from celseg.engine.schedule import build_optimizer, build_scheduler
 from celseg.engine.seeding import get_rng_state, seed_everything, set_rng_state
 from celseg.engine.vocab import Vocabulary, label_sources, training_vocabulary
 from celseg.errors import CelsegError
 from celseg.losses.criterion import build_criterion
 from celseg.models.build import build_segmenter
-from celseg.vlm.loading import class_text_embeddings
+from celseg.vlm.loading import class_text_embeddings, has_image_tower
 
 
 class ResumableSampler(DistributedSampler):
@@ -83,6 +84,9 @@ class TrainingRun:
     scaler: torch.amp.GradScaler
     use_amp: bool
     step: int = 0
+    # the VLM whose dense image features the loss reads (distillation, image-space ranking)
+    # when the backbone does not share its tower; None otherwise
+    teacher: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -125,6 +129,7 @@ def build_run(cfg: Config, dist: DistInfo) -> TrainingRun:
     use_amp = tc.amp and device.type == "cuda"
     # fp16 needs loss scaling; bf16 (and CPU float32) does not
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    teacher = _teacher(cfg, model, criterion, device)
     seed_everything(tc.seed + 1000 * dist.rank)  # augmentations differ per rank
     train_model: nn.Module = model
     if dist.distributed:
@@ -136,7 +141,20 @@ def build_run(cfg: Config, dist: DistInfo) -> TrainingRun:
                        vocab.lut(), label_ignore_index(class_info), train_set,
                        val_set, sampler, batches_per_epoch, all_emb, train_emb, rank_emb,
                        rank_index, model, train_model, criterion, optimizer, scheduler, scaler,
-                       use_amp)
+                       use_amp, teacher=teacher)
+
+
+def _teacher(cfg: Config, model: nn.Module, criterion: nn.Module,
+             device: torch.device) -> Any:
+    """The VLM that gives the loss its dense image features per batch: needed when a term reads
+    them (``criterion.needs_vlm_dense``) and the backbone is not the VLM's shared tower."""
+    if not getattr(criterion, "needs_vlm_dense", False) or model.vlm_tower_is_shared:
+        return None
+    vlm = resolve_vlm(cfg.model.vlm, device)
+    if not has_image_tower(vlm):
+        raise CelsegError(f"loss.distill_weight / loss.ranking_target={cfg.loss.ranking_target} "
+                          f"need a VLM with an image tower; model.vlm={cfg.model.vlm!r} has none")
+    return vlm
 
 
 def _datasets(cfg: Config, class_info: ClassInfo, vocab: Vocabulary

@@ -3,7 +3,7 @@
 Notation: query q has class logits z_q over the vocabulary and mask logits M_q.
 
     S(c, x) = sum_q softmax_c(z_q)[c] * sigmoid(M_q(x))            (inference.semantic_probs)
-    P(c, x) = S(c, x) / (sum_c' S(c', x) + eps)
+    P(c, x) = S(c, x) / (sum_c' S(c', x) + EPS)                   (inference.normalize_classes)
     L_pixel = mean over labelled pixels x with class y(x) of
               -(1 - P(y, x))^gamma * log(max(P(y, x), eps))          (focal loss)
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from celseg.losses.mask_terms import points_for, read_bilinear, read_nearest, uniform_coords
-from celseg.models.inference import aggregate_mask_probs, proposal_probs
+from celseg.models.inference import aggregate_mask_probs, normalize_classes, proposal_probs
 
 
 def pixel_focal_loss(
@@ -54,7 +54,7 @@ def pixel_focal_loss(
             scores = F.interpolate(
                 scores, size=labels_vocab.shape[-2:], mode="bilinear", align_corners=False
             )
-    probs = scores / (scores.sum(1, keepdim=True) + eps)  # (B,C,...)
+    probs = normalize_classes(scores)  # (B,C,...)
     valid = labels_vocab != ignore_index
     index = torch.where(valid, labels_vocab, torch.zeros_like(labels_vocab))
     p_true = probs.gather(1, index[:, None]).squeeze(1)  # (B,...) at every pixel or point

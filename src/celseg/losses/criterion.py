@@ -13,7 +13,13 @@ Terms per decoder prediction (final, then ``_aux{i}`` for each earlier one):
   importance-sampled points per pair (Mask2Former), or at every pixel.
 - ``loss_pixel``: focal loss on the aggregated semantic map (``class_enhancement``), at
   ``num_points`` uniform points per image, or at every pixel.
-- ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``).
+- ``loss_rank``: ranking class enhancement loss of matched queries (``ranking``), its target
+  order from the text-text space, the VLM's image-text space or both (``ranking_target``).
+- ``loss_distill``: every proposal's class embedding towards the VLM's mask-pooled image
+  embedding of its mask (``distill``).
+
+The last two read the VLM's dense image features ``outputs["vlm_dense"]`` (B,D,h,w) where they
+need them (``needs_vlm_dense``): the shared tower's, or the trainer's VLM forward of the batch.
 
 ``num_masks`` is the number of ground-truth segments in the batch (at least 1). Under
 ``torch.distributed`` it is summed over the processes and divided by their number (Mask2Former):
@@ -39,6 +45,7 @@ from torch import nn
 from celseg.config import LossConfig
 from celseg.errors import CelsegError
 from celseg.losses.class_enhancement import pixel_focal_loss
+from celseg.losses.distill import distill_loss, pooled_targets
 from celseg.losses.mask_terms import (
     dice_loss,
     importance_coords,
@@ -48,12 +55,16 @@ from celseg.losses.mask_terms import (
     sigmoid_bce,
 )
 from celseg.losses.matcher import HungarianMatcher, pad_labels
-from celseg.losses.ranking import ranking_loss
+from celseg.losses.ranking import ranking_terms
 
-TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank")
+TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_pixel", "loss_rank", "loss_distill")
 # LossConfig fields that SetCriterion takes under the same name
 SETTINGS = ("no_object_weight", "num_points", "oversample_ratio", "importance_sample_ratio",
-            "aux_loss", "pixel_gamma", "ranking_kind", "ranking_tau", "ranking_margin")
+            "aux_loss", "pixel_gamma", "ranking_kind", "ranking_tau", "ranking_margin",
+            "ranking_target", "distill_kind")
+# the proposals' VLM embeddings pool binary masks, as the out-of-vocabulary branch does by
+# default (eval.pooling)
+VLM_POOLING = "binary"
 
 
 class SetCriterion(nn.Module):
@@ -69,7 +80,9 @@ class SetCriterion(nn.Module):
             (``mask_terms.importance_coords``).
         aux_loss: also compute the terms for ``outputs["aux_outputs"]``.
         pixel_gamma: focal gamma of ``loss_pixel``.
-        ranking_kind, ranking_tau, ranking_margin: see ``ranking.ranking_loss``.
+        ranking_kind, ranking_tau, ranking_margin, ranking_target: see
+            ``ranking.ranking_terms``.
+        distill_kind: ``cosine`` or ``l1`` (``distill.distill_loss``).
     """
 
     def __init__(
@@ -86,6 +99,8 @@ class SetCriterion(nn.Module):
         ranking_kind: str = "listwise",
         ranking_tau: float = 0.05,
         ranking_margin: float = 0.1,
+        ranking_target: str = "text",
+        distill_kind: str = "cosine",
         ignore_index: int = 255,
     ) -> None:
         super().__init__()
@@ -106,12 +121,20 @@ class SetCriterion(nn.Module):
         self.ranking_kind = ranking_kind
         self.ranking_tau = ranking_tau
         self.ranking_margin = ranking_margin
+        self.ranking_target = ranking_target
+        self.distill_kind = distill_kind
         self.ignore_index = ignore_index
 
     @property
     def needs_target_masks(self) -> bool:
         """Whether targets must carry full-resolution ``masks`` (every-pixel mask terms)."""
         return self.num_points <= 0 or not isinstance(self.matcher, HungarianMatcher)
+
+    @property
+    def needs_vlm_dense(self) -> bool:
+        """Whether a term reads ``outputs["vlm_dense"]`` (the VLM's dense image features)."""
+        return bool(self.weights["loss_distill"]) or (
+            bool(self.weights["loss_rank"]) and self.ranking_target != "text")
 
     def forward(
         self,
@@ -144,6 +167,10 @@ class SetCriterion(nn.Module):
         if self.aux_loss:
             layers += [(f"_aux{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         num_masks = _num_masks(targets, labels_vocab.device)
+        vlm_dense = outputs.get("vlm_dense")
+        if self.needs_vlm_dense and vlm_dense is None:
+            raise CelsegError("loss.distill_weight / loss.ranking_target need the VLM's dense "
+                              "image features (outputs['vlm_dense']), and none were given")
         losses: dict[str, torch.Tensor] = {}
         for suffix, out in layers:
             indices = (self.matcher(out, targets, valid, label_map=labels_vocab)
@@ -151,7 +178,7 @@ class SetCriterion(nn.Module):
                        else self.matcher(out, targets, valid))
             terms = self.layer_terms(
                 out, targets, labels, indices, labels_vocab, num_masks, rank_text_emb,
-                rank_target_index,
+                rank_target_index, vlm_dense,
             )
             # the one place where weights are applied
             losses.update({name + suffix: self.weights[name] * v for name, v in terms.items()})
@@ -167,9 +194,11 @@ class SetCriterion(nn.Module):
         num_masks: float,
         rank_text_emb: torch.Tensor | None = None,
         rank_target_index: torch.Tensor | None = None,
+        vlm_dense: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Unweighted terms of one decoder prediction, for the given matching. labels: (B,Kmax)
-        the targets' segment labels as ``matcher.pad_labels`` stacks them."""
+        the targets' segment labels as ``matcher.pad_labels`` stacks them; vlm_dense (B,D,h,w)
+        the VLM's dense features (the ranking's image target and the distillation)."""
         w = self.weights
         pairs = _pairs(indices, labels.device)
         classes = labels[pairs[0], pairs[2]]  # vocabulary class of each matched pair
@@ -190,8 +219,12 @@ class SetCriterion(nn.Module):
             )
         if w["loss_rank"]:
             terms["loss_rank"] = self.rank_term(
-                out, pairs, classes, rank_text_emb, rank_target_index
+                out, pairs, classes, rank_text_emb, rank_target_index, vlm_dense
             )
+        if w["loss_distill"]:
+            terms["loss_distill"] = distill_loss(out["class_embed"], vlm_dense,
+                                                 out["pred_masks"], self.distill_kind,
+                                                 VLM_POOLING)
         return terms
 
     def class_term(self, logits: torch.Tensor, pairs: tuple[torch.Tensor, ...],
@@ -259,6 +292,7 @@ class SetCriterion(nn.Module):
         classes: torch.Tensor,
         rank_text_emb: torch.Tensor | None,
         rank_target_index: torch.Tensor | None,
+        vlm_dense: torch.Tensor | None = None,
     ) -> torch.Tensor:
         embed = out["class_embed"]
         batch_idx, query_idx = pairs[0].to(embed.device), pairs[1].to(embed.device)
@@ -270,10 +304,14 @@ class SetCriterion(nn.Module):
             if rank_target_index is None:
                 raise ValueError("rank_text_emb needs rank_target_index (vocabulary -> row)")
             rows = rank_target_index.to(embed.device)[classes]
-        return ranking_loss(
+        image = None
+        if self.ranking_target != "text":  # the VLM's embedding of each matched query's region
+            pooled = pooled_targets(vlm_dense, out["pred_masks"], VLM_POOLING)[0]
+            image = pooled.to(embed.device)[batch_idx, query_idx]
+        return ranking_terms(
             embed[batch_idx, query_idx].float(), out["logit_scale"].float(), rows,
-            rank_text_emb.to(embed.device).float(), self.ranking_kind, self.ranking_tau,
-            self.ranking_margin,
+            rank_text_emb.to(embed.device).float(), image, self.ranking_target,
+            self.ranking_kind, self.ranking_tau, self.ranking_margin,
         )
 
 
@@ -310,6 +348,7 @@ def build_criterion(cfg: LossConfig, has_background: bool) -> SetCriterion:
         "loss_dice": cfg.dice_weight,
         "loss_pixel": cfg.pixel_weight,
         "loss_rank": cfg.ranking_weight,
+        "loss_distill": cfg.distill_weight,
     }
     options = {name: getattr(cfg, name) for name in SETTINGS}
     return SetCriterion(matcher, weights, has_background, **options)

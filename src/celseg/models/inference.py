@@ -121,8 +121,9 @@ def semantic_probs(pred_logits: Tensor, pred_masks: Tensor, has_background: bool
 
 
 def normalize_classes(scores: Tensor) -> Tensor:
-    """(B,C,...) scores -> S / sum_c S (the epsilon of the whole project)."""
-    return scores / scores.sum(1, keepdim=True).clamp_min(EPS)
+    """(B,C,...) scores -> S / (sum_c S + EPS): the one normalisation over classes, shared by
+    inference and the pixel-level loss."""
+    return scores / (scores.sum(1, keepdim=True) + EPS)
 
 
 def calibrate(probs: Tensor, seen_positions: list[int] | Tensor | None,

@@ -101,8 +101,8 @@ def dry_run(req: DryRunRequest) -> dict:
         run_cfg = run_config(cfg, data_root, out, batch, req.device,
                              pseudo["dir"] if cfg.data.setting == "transductive" else "")
         trained = train_steps(run_cfg, req.steps)
-        result = evaluate_and_predict(out / "run", data_root, out / "predict", req.eval_images,
-                                      run_cfg.train.device)
+        result = evaluate_and_predict(out / "run", data_root, dataset, out / "predict",
+                                      req.eval_images, run_cfg.train.device)
     except ModelLoadError as exc:
         if req.random_init or not architectures.hub_models(cfg):
             raise
@@ -167,8 +167,8 @@ def train_steps(cfg: Config, steps: int) -> dict:
             "memory": peak.result["kind"], "wall_seconds": round(time.perf_counter() - start, 1)}
 
 
-def evaluate_and_predict(run_dir: Path, data_root: Path, predict_dir: Path, eval_images: int,
-                         device_name: str) -> dict:
+def evaluate_and_predict(run_dir: Path, data_root: Path, dataset: str, predict_dir: Path,
+                         eval_images: int, device_name: str) -> dict:
     """The trained run evaluated on ``eval_images`` validation images under every protocol its
     evaluation computes (timed without model loading), and the real photo predicted."""
     import dataclasses
@@ -201,7 +201,8 @@ def evaluate_and_predict(run_dir: Path, data_root: Path, predict_dir: Path, eval
     vlm = load_vlm_cached(cfg.model.vlm)
     predictor = Predictor(model, vlm, dataclasses.replace(cfg.eval, two_stage=False), vlm,
                           labelled, pseudo)
-    photo = data_root / "images" / cfg.data.val_split / f"{fixtures.REAL_PHOTO}.jpg"
+    photo = data_root / "images" / cfg.data.val_split / (
+        f"{fixtures.real_photo_stem(dataset, cfg.data.val_split)}.jpg")
     written = Model(predictor, str(run_dir)).segment(photo, list(info.names)).save(predict_dir)
     protocols = {name: {k: _round(p[k]) for k in ("miou_seen", "miou_unseen", "hiou")}
                  for name, p in summary["protocols"].items()}

