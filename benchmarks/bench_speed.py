@@ -1,7 +1,7 @@
 """The model's speed targets, each a ratio of two sides timed alternately in one run.
 
     python benchmarks/bench_speed.py [--device cpu|cuda] [--steps 9] [--warmup 2] [--ckpt RUN]
-        [--train 128x8] [--infer 512x1 128x16 128x1] [--set SECTION.KEY=VALUE ...] [--voc]
+        [--train 128x8] [--infer 512x1 128x16 128x1] [--set SECTION.KEY=VALUE ...]
         [--out FILE]
 
 Rows (random weights unless ``--ckpt``; the two sides of a ratio run in turn, step by step, and
@@ -16,8 +16,6 @@ their medians are compared, so that load on the machine hits both):
   (``SemanticInference.labels``) against the backbone's forward, at 512 px batch 1 and 128 px
   batch 16 (target: at most 1.3x) and 128 px batch 1 (reported). With ``--ckpt`` the trained
   run's model and vocabulary are timed as well.
-- ``--voc``: images/s and peak memory of training at the paper's VOC config (512 px crop,
-  batch 16, 100 queries; mixed precision on CUDA).
 """
 
 from __future__ import annotations
@@ -55,9 +53,8 @@ class Trainable:
     """A model with its criterion, optimiser and inductive training vocabulary (random text
     embeddings: the timing does not depend on them)."""
 
-    def __init__(self, overrides: list[str], dev: torch.device,
-                 config: str = "synthetic.yaml") -> None:
-        self.cfg = load_config(CONFIGS / config, ["model.pretrained=false", *overrides])
+    def __init__(self, overrides: list[str], dev: torch.device) -> None:
+        self.cfg = load_config(CONFIGS / "synthetic.yaml", ["model.pretrained=false", *overrides])
         torch.manual_seed(0)
         self.model = build_segmenter(self.cfg.model, EMBED_DIM).to(dev).train()
         self.criterion = build_criterion(self.cfg.loss, self.model.has_background).to(dev)
@@ -151,27 +148,7 @@ def inference_rows(dev: torch.device, rounds: tuple[int, int], settings: list[tu
     return rows
 
 
-def voc_row(dev: torch.device, rounds: tuple[int, int], overrides: list[str]) -> dict:
-    """Training at the paper's VOC config: images/s and peak memory (CUDA)."""
-    parts = Trainable([*VARIANTS["background-free + ranking"], *overrides], dev,
-                      "paper/voc_base.yaml")
-    size, batch = parts.cfg.data.crop_size, parts.cfg.train.batch_size
-    batches = [rendered_batch(i * batch, batch, size) for i in range(sum(rounds))]
-    batches = [(normalize(images).to(dev), labels) for images, labels in batches]
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    seconds = measure({"step": lambda i: parts.step(*batches[i])}, *rounds, device=dev)["step"]
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
-    return {"bench": "voc_train", "size": size, "batch": batch,
-            "queries": parts.cfg.model.num_queries, "ms": 1000 * seconds,
-            "images_per_s": batch / seconds, "peak_mem_mb": peak}
-
-
 def describe(r: dict) -> str:
-    if r["bench"] == "voc_train":
-        peak = "" if r["peak_mem_mb"] is None else f", peak {r['peak_mem_mb']:.0f} MB"
-        return (f"VOC training ({r['size']} px, batch {r['batch']}, {r['queries']} queries): "
-                f"{r['ms']:.0f} ms/step, {r['images_per_s']:.1f} img/s{peak}")
     goal = "no target" if r["target"] is None else (
         f"target <= {r['target']:.1f}x: {'met' if r['ratio'] <= r['target'] else 'MISSED'}")
     return (f"{r['bench']} {r['model']}, {r['size']} px, batch {r['batch']}: {r['ms']:.1f} ms "
@@ -191,7 +168,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="config overrides for every model, e.g. model.dec_layers=3")
     parser.add_argument("--ckpt", default=None, help="also time inference with this trained run "
                         "(its dataset and VLM must be on disk)")
-    parser.add_argument("--voc", action="store_true", help="also the VOC training config")
     parser.add_argument("--out", default=None, help="write the rows here as JSON")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
@@ -207,8 +183,6 @@ def main(argv: list[str] | None = None) -> None:
             for name, ov in VARIANTS.items()]
     for ckpt in [None, args.ckpt] if args.ckpt else [None]:
         rows += inference_rows(dev, rounds, args.infer, ckpt, args.set)
-    if args.voc:
-        rows.append(voc_row(dev, rounds, args.set))
     for r in rows:
         print(describe(r), flush=True)
     write_result(args.out, rows, dev)

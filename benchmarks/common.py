@@ -110,7 +110,9 @@ def write_result(out: str | Path | None, rows: list[dict], device: torch.device)
         return
     from celseg.io.atomic import write_json
 
+    threads = os.environ.get("OMP_NUM_THREADS")
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    command = f"OMP_NUM_THREADS={threads} {command}" if threads else command
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_json(out, {"command": command, "environment": environment(device), "rows": rows})
     print(f"wrote {out}")

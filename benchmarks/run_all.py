@@ -19,6 +19,7 @@ import torch
 from common import result_path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent  # the scripts run from here, so that each result records a short command
 SCRIPTS = {  # what -> (script, its small settings)
     "speed": ("bench_speed.py", ["--steps", "5"]),
     "ensemble": ("bench_ensemble.py", ["--repeats", "5"]),
@@ -28,11 +29,13 @@ SCRIPTS = {  # what -> (script, its small settings)
 
 def command(what: str, device: str, ckpt: str | None, folder: Path) -> list[str]:
     script, settings = SCRIPTS[what]
-    dev = torch.device(device)
-    cmd = [sys.executable, str(HERE / script), *settings,
-           "--out", str(result_path(what, dev, folder)), "--device", device]
+    out = result_path(what, torch.device(device), folder.resolve())
+    if out.is_relative_to(ROOT):
+        out = out.relative_to(ROOT)
+    cmd = [sys.executable, f"benchmarks/{script}", *settings, "--out", str(out),
+           "--device", device]
     if ckpt and what in ("speed", "startup"):
-        cmd += ["--ckpt", ckpt]
+        cmd += ["--ckpt", str(Path(ckpt).resolve())]  # the scripts run from ROOT
     return cmd
 
 
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for what in args.only:
         print(f"== {what}", flush=True)
-        if subprocess.run(command(what, args.device, args.ckpt, args.results)).returncode:
+        if subprocess.run(command(what, args.device, args.ckpt, args.results),
+                          cwd=ROOT).returncode:
             failed.append(what)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

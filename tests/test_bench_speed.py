@@ -54,3 +54,11 @@ def test_bad_settings_are_refused(capsys):
         with pytest.raises(SystemExit):
             bench_speed.main(argv)
     assert "SIZExBATCH" in capsys.readouterr().err
+
+
+def test_a_trained_run_is_timed_with_its_own_vocabulary(tmp_path, synthetic_root, make_tiny_run):
+    run = make_tiny_run(tmp_path, f"data.root={synthetic_root}")
+    [r] = bench_speed.inference_rows(torch.device("cpu"), (1, 0), [(64, 2)], str(run), [])
+    assert (r["model"], r["size"], r["batch"], r["target"]) == ("trained weights", 64, 2, None)
+    _, text_emb, weights = bench_speed.inference_model(torch.device("cpu"), str(run), [])
+    assert weights == "trained" and text_emb.shape == (24, 384)  # the benchmark's 24 names

@@ -112,3 +112,57 @@ def test_criterion_weights_the_term_and_needs_dense():
     with pytest.raises(CelsegError, match="vlm_dense"):
         crit(without, targets, lv)
     assert not SetCriterion(_Fixed(), {"loss_rank": 1.0}, False).needs_vlm_dense
+
+
+def test_teacher_dense_is_the_vlms_dense_features_of_the_batch(tmp_path):
+    from test_shared_backbone import _write_lit
+
+    from celseg.data.transforms import normalize
+    from celseg.engine.trainer import teacher_dense
+    from celseg.vlm.lit import load_lit
+
+    _write_lit(tmp_path / "lit")
+    vlm = load_lit(tmp_path / "lit")
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = vlm.dense_features(x)
+        up = vlm.dense_features(F.interpolate(x, scale_factor=2.0, mode="bilinear",
+                                              align_corners=False))
+    assert torch.allclose(teacher_dense(vlm, normalize(x), 1.0), want, atol=1e-5)
+    assert torch.allclose(teacher_dense(vlm, normalize(x), 2.0), up, atol=1e-5)
+
+
+def _train_sets(root, vlm, out):
+    return ["model.pretrained=false", f"model.vlm={vlm}", "model.hidden_dim=32",
+            "model.mask_dim=32", "model.num_queries=4", "model.dec_layers=1", "model.nheads=2",
+            "model.dim_feedforward=64", f"data.root={root}", "data.crop_size=64",
+            "train.batch_size=2", "train.iterations=2", "train.warmup_iters=1",
+            "train.ckpt_every=0", "train.device=cpu", f"train.out_dir={out}",
+            "eval.batch_size=2", "train.log_every=1", "loss.distill_weight=1.0",
+            "loss.ranking_weight=1.0", "loss.ranking_target=both"]
+
+
+def test_training_with_a_separate_backbone_runs_the_teacher(tmp_path, monkeypatch):
+    import json
+
+    from test_shared_backbone import _write_lit
+
+    from celseg.cli import main
+    from celseg.data.synthetic import generate
+
+    monkeypatch.setenv("CELSEG_CACHE", str(tmp_path / "cache"))
+    root, vlm, out = tmp_path / "data", tmp_path / "vlm", tmp_path / "run"
+    generate(root, seed=0, n_train=4, n_val=2, size=64, n_captions=0)
+    _write_lit(vlm)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  log_every: 1\n")
+    assert main(["train", "-c", str(cfg), "--no-progress", "--set",
+                 *_train_sets(root, vlm, out)]) == 0
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    logged = [s for s in steps if "loss_distill" in s]
+    print(logged)
+    assert logged and all(math.isfinite(s["loss_distill"]) and s["loss_distill"] > 0
+                          and math.isfinite(s["loss_rank"]) for s in logged)
+    text_only = _train_sets(root, "minilm", tmp_path / "run2")
+    with pytest.raises(CelsegError, match="image tower"):
+        main(["train", "-c", str(cfg), "--no-progress", "--set", *text_only])

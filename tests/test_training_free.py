@@ -150,16 +150,28 @@ def test_predict_api_and_eval_vlm_agree_with_the_tiny_clip(clip_dir, synthetic_r
     assert {"miou_seen", "miou_unseen", "hiou"} <= set(dense)
 
 
-def test_the_lit_text_tower_is_loaded_only_for_uncached_names(tmp_path) -> None:
+def test_the_lit_text_tower_is_loaded_only_for_uncached_names(tmp_path, monkeypatch) -> None:
+    import celseg.vlm.lit
     from celseg.vlm.cache import text_embeddings
     from celseg.vlm.lit import build_lit, load_lit, save_lit
+    from celseg.vlm.minilm import LazyTextEncoder
 
+    built = []
+
+    def build():  # stands in for MiniLM: a fixed embedding per sentence
+        built.append(1)
+        return lambda sentences: F.normalize(torch.stack(
+            [torch.randn(384, generator=torch.Generator().manual_seed(len(s)))
+             for s in sentences]), dim=-1)
+
+    monkeypatch.setattr(celseg.vlm.lit, "lazy_minilm", lambda: LazyTextEncoder(build))
     torch.manual_seed(0)
     folder = save_lit(build_lit(pretrained_backbone=False), tmp_path / "vlm")
     first = load_lit(folder)
-    assert not first.text.loaded  # loading the model does not build MiniLM
+    assert built == []  # loading the model does not build the text encoder
     emb = text_embeddings(first, ["cat", "dog"], cache_dir=tmp_path / "c")
-    assert first.text.loaded and emb.shape == (2, 384)
-    second = load_lit(folder)
-    again = text_embeddings(second, ["cat", "dog"], cache_dir=tmp_path / "c")
-    assert not second.text.loaded and torch.equal(again, emb)
+    assert built == [1] and emb.shape == (2, 384)
+    again = text_embeddings(load_lit(folder), ["cat", "dog"], cache_dir=tmp_path / "c")
+    assert built == [1] and torch.equal(again, emb)  # a new model, names cached: not built
+    text_embeddings(first, ["cow"], cache_dir=tmp_path / "c")
+    assert built == [1]  # built once per encoder

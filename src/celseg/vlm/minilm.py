@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +88,10 @@ class LazyTextEncoder:
         return self._encoder(sentences)
 
 
+@lru_cache(maxsize=1)
 def lazy_minilm() -> LazyTextEncoder:
-    """MiniLM, loaded from the packaged folder when first asked to encode."""
+    """The process's one MiniLM, loaded from the packaged folder when first asked to encode
+    (frozen, so every model that embeds text with it shares it)."""
     return LazyTextEncoder(load_minilm_encoder)
 
 
