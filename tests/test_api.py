@@ -80,8 +80,8 @@ def test_every_image_form_gives_the_same_labels(exported, tmp_path) -> None:
     forms = [str(tmp_path / "x.png"), Image.fromarray(rgb), rgb, rgba, rgb / 255.0]
     for form in forms:
         assert np.array_equal(model.segment(form, names).labels, reference.labels)
-    many = model.segment(forms, "cat, dog,road")
-    assert isinstance(many, list) and len(many) == len(forms)
+    many = model.segment(forms[:2], "cat, dog,road")
+    assert [np.array_equal(s.labels, reference.labels) for s in many] == [True, True]
     shares = reference.shares()
     expected = [100 * np.mean(reference.labels == i) for i in range(3)]
     assert list(shares) == names and np.allclose(list(shares.values()), expected)

@@ -222,6 +222,9 @@ class EvalConfig:
     batch_size: int = spec(8, at_least(1))
     # subtracted from seen-class probabilities at inference
     seen_calibration: float = spec(0.0, between(0, 1))
+    # further subtracted under the segmenter-alone protocol only (zsseg, ZegFormer, ZegCLIP's
+    # gamma), chosen on dev splits (docs/RESULTS.md)
+    segmenter_calibration: float = spec(0.0, between(0, 1))
     # "all" class names of the dataset, or "seen"
     vocabulary: str = spec("all", one_of("all", "seen"))
     sliding_window: bool = False

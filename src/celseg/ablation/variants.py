@@ -25,6 +25,8 @@ class Variant:
 
 BACKGROUND_FREE = ("model.mode=background_free", "loss.pixel_weight=1.0")
 RANKING = ("loss.ranking_weight=1.0",)
+DISTILL = ("loss.distill_weight=2.0",)
+SHARED1 = ("model.backbone=vlm", "model.vlm_input_scale=1.0")
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("baseline", "baseline (background embedding)",
@@ -57,6 +59,16 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ranking_shared1", "background-free + ranking, shared frozen VLM backbone, input x1",
             BACKGROUND_FREE + RANKING + ("data.setting=inductive", "model.backbone=vlm",
                                          "model.vlm_input_scale=1.0")),
+    # ViLD / OpenSeg: every proposal's class embedding distilled towards the VLM's mask-pooled
+    # image embedding of its mask, so that the segmenter's embeddings live in the VLM's space
+    Variant("ranking_distill", "background-free + ranking + distillation",
+            BACKGROUND_FREE + RANKING + DISTILL + ("data.setting=inductive",)),
+    Variant("shared1_distill", "background-free + ranking + distillation, shared VLM backbone x1",
+            BACKGROUND_FREE + RANKING + DISTILL + SHARED1 + ("data.setting=inductive",)),
+    # the ranking's target order also from the VLM's image-text space (losses/ranking.py)
+    Variant("shared1_distill_both", "background-free + image-text ranking + distillation, "
+            "shared VLM backbone x1", BACKGROUND_FREE + RANKING + DISTILL + SHARED1
+            + ("data.setting=inductive", "loss.ranking_target=both")),
 )
 
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build the config's hub models (ResNet-101, CLIP ViT-B/16) from "
                              "their real configurations with random weights, for machines "
                              "without the weights; without it they must load")
-    parser.add_argument("--dataset", default="", choices=("", "voc", "coco-stuff"),
+    parser.add_argument("--dataset", default=None, choices=("voc", "coco-stuff"),
                         help="dataset format to write (default: from data.root's folder name)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--out", default="runs/dry_run",
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     request = DryRunRequest(config=args.config, out=out,
                             overrides=tuple(flatten_overrides(args.overrides)),
                             steps=args.steps, batch=args.batch, eval_images=args.eval_images,
-                            random_init=args.random_init, dataset=args.dataset,
+                            random_init=args.random_init, dataset=args.dataset or "",
                             device=args.device)
     report = dry_run(request)
     write_json(out / "report.json", report)

@@ -130,8 +130,10 @@ def export_run(run: str | Path, out: str | Path, license_id: str = "mit",
     metrics = _read_json(config_path.parent / "metrics.json")
     if metrics is not None:
         write_json(out / "metrics.json", metrics)
+    vlm = exported.model.vlm
+    vlm = f"`{vlm}/`, a copy of `{Path(cfg.model.vlm).name}`" if vlm in copies else f"`{vlm}`"
     write_text(out / "README.md", model_card(out.name, exported, vocab, metrics, license_id,
-                                             command))
+                                             command, vlm))
     marker = {"format": "celseg-model", "format_version": 1, "celseg_version": __version__,
               "weights": WEIGHTS, "vlm_folders": sorted(copies), "license": license_id,
               "step": meta.get("step")}
@@ -147,8 +149,9 @@ def _read_json(path: Path) -> dict | None:
 
 
 def model_card(title: str, cfg: Config, vocab: dict, metrics: dict | None, license_id: str,
-               command: str) -> str:
-    """The README.md of an export (Hugging Face model card front matter)."""
+               command: str, vlm: str) -> str:
+    """The README.md of an export (Hugging Face model card front matter); ``vlm`` describes
+    the vision-language model in Markdown."""
     def names(key: str) -> str:
         return ", ".join(vocab[key]) or "(none)"
 
@@ -168,8 +171,9 @@ tags: [semantic-segmentation, zero-shot, open-vocabulary]
 
 # {title}
 
-A celseg zero-shot semantic segmenter ({cfg.model.mode}, backbone {cfg.model.backbone}, text
-space of `{cfg.model.vlm}`). It segments an image with any list of class names.
+A celseg zero-shot semantic segmenter ({cfg.model.mode}, backbone {cfg.model.backbone}).
+It segments an image with any list of class names, embedded by the vision-language model
+{vlm}.
 
 ```python
 import celseg

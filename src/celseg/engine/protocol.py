@@ -90,7 +90,7 @@ def build_inference(model: nn.Module, eval_cfg: EvalConfig, vocab_names: list[st
             unseen_positions = [i for i, n in enumerate(vocab_names) if n not in labelled_names]
         two_stage = CropClassifier(vlm, text_emb, unseen_positions, eval_cfg)
     return SemanticInference(has_bg, protocol, oov, two_stage, seen_positions,
-                             eval_cfg.seen_calibration)
+                             eval_cfg.seen_calibration, eval_cfg.segmenter_calibration)
 
 
 class CropClassifier:

@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from celseg.config import Config, check_paths, save_config, to_dict, validate
 from celseg.data.batching import collate, pad_batch
-from celseg.data.transforms import to_unit_rgb
 from celseg.engine import checkpoint as ckpt
 from celseg.engine import distributed
 from celseg.engine.evaluator import evaluate
@@ -37,7 +36,13 @@ from celseg.engine.logger import RunLogger, write_json
 from celseg.engine.oom import OutOfMemoryError, out_of_memory_error
 from celseg.engine.run_lock import RunLock
 from celseg.engine.signals import StopOnSignal
-from celseg.engine.training_run import TrainingRun, build_run, restore_run, save_run
+from celseg.engine.training_run import (
+    TrainingRun,
+    build_run,
+    restore_run,
+    save_run,
+    teacher_dense,
+)
 from celseg.errors import CelsegError
 from celseg.evaluation.metrics import format_table
 from celseg.losses.targets import labels_to_targets, labels_to_vocab
@@ -267,17 +272,6 @@ def _step_parts(run: TrainingRun) -> StepParts:
         ignore_index=run.ignore_index, teacher=run.teacher,
         teacher_scale=run.cfg.eval.dense_input_scale,
     )
-
-
-@torch.no_grad()
-def teacher_dense(teacher: Any, images: torch.Tensor, scale: float) -> torch.Tensor:
-    """(B,D,h,w) the VLM's dense image features of the ImageNet-normalised ``images``, computed
-    as the out-of-vocabulary branch computes them at inference (``OOVBranch.dense``)."""
-    x = to_unit_rgb(images)
-    if scale != 1.0:
-        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear",
-                                            align_corners=False)
-    return teacher.dense_features(x).float().to(images.device)
 
 
 def _train_step(parts: StepParts, images: torch.Tensor,

@@ -21,7 +21,7 @@ from celseg.config import Config
 from celseg.data.batching import label_ignore_index
 from celseg.data.classes import ClassInfo, load_classes
 from celseg.data.dataset import SegmentationDataset
-from celseg.data.transforms import build_eval_transform, build_train_transform
+from celseg.data.transforms import build_eval_transform, build_train_transform, to_unit_rgb
 from celseg.engine import checkpoint as ckpt
 from celseg.engine import distributed
 from celseg.engine.distributed import DistInfo
@@ -155,6 +155,17 @@ def _teacher(cfg: Config, model: nn.Module, criterion: nn.Module,
         raise CelsegError(f"loss.distill_weight / loss.ranking_target={cfg.loss.ranking_target} "
                           f"need a VLM with an image tower; model.vlm={cfg.model.vlm!r} has none")
     return vlm
+
+
+@torch.no_grad()
+def teacher_dense(teacher: Any, images: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B,D,h,w) the VLM's dense image features of the ImageNet-normalised ``images``, computed
+    as the out-of-vocabulary branch computes them at inference (``OOVBranch.dense``)."""
+    x = to_unit_rgb(images)
+    if scale != 1.0:
+        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear",
+                                            align_corners=False)
+    return teacher.dense_features(x).float().to(images.device)
 
 
 def _datasets(cfg: Config, class_info: ClassInfo, vocab: Vocabulary

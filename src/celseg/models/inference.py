@@ -242,11 +242,15 @@ class SemanticInference:
         two_stage: callable ``(outputs, images01, p_in) -> (B,Q,V)`` crop-ensembled probabilities
             (``two_stage``).
         seen_positions, calibration: the seen-class calibration of step 3.
+        segmenter_calibration: added to ``calibration`` under the ``segmenter`` protocol only
+            (zsseg / ZegFormer / ZegCLIP calibrate the segmenter alone; the ensemble's weights
+            already balance seen against unseen classes).
     """
 
     def __init__(self, has_background: bool, protocol: str = "segmenter",
                  oov: OOVBranch | None = None, two_stage: object = None,
-                 seen_positions: list[int] | None = None, calibration: float = 0.0) -> None:
+                 seen_positions: list[int] | None = None, calibration: float = 0.0,
+                 segmenter_calibration: float = 0.0) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol={protocol!r}; expected one of {', '.join(PROTOCOLS)}")
         if protocol in ("ensemble", "vlm") and oov is None:
@@ -258,7 +262,16 @@ class SemanticInference:
         self.oov = oov
         self.two_stage = two_stage
         self.seen_positions = list(seen_positions or [])
-        self.calibration = calibration
+        self.calibrations = {p: calibration for p in PROTOCOLS}
+        self.calibrations["segmenter"] += segmenter_calibration
+
+    @property
+    def calibration(self) -> float:
+        """The seen-class calibration of this path's own protocol."""
+        return self.calibrations[self.protocol]
+
+    def calibration_for(self, protocol: str) -> float:
+        return self.calibrations[protocol]
 
     def proposal_probs(self, outputs: dict, images01: Tensor | None = None,
                        protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
@@ -302,5 +315,6 @@ class SemanticInference:
     def labels(self, outputs: dict, images01: Tensor | None, out_size: tuple[int, int],
                protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """{protocol: (B,H,W) long vocabulary positions}."""
-        return {name: scores_to_labels(s, out_size, self.seen_positions, self.calibration)
+        return {name: scores_to_labels(s, out_size, self.seen_positions,
+                                       self.calibration_for(name))
                 for name, s in self.scores(outputs, images01, protocols).items()}

@@ -24,6 +24,7 @@ error naming ``--random-init``, which builds the same architectures with random 
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import torch
 from celseg.config import Config, apply_overrides, load_config
 from celseg.errors import CelsegError, ModelLoadError
 from celseg.paper import architectures, fixtures
-from celseg.paper.measure import PeakMemory, parameter_counts, seconds_per_step
+from celseg.paper.measure import PeakMemory, cpu_seconds, parameter_counts, seconds_per_step
 
 # data.root folder name -> dataset (as ``celseg make-data`` names it)
 DATASETS = {"voc": "voc", "coco_stuff": "coco-stuff"}
@@ -157,14 +158,17 @@ def train_steps(cfg: Config, steps: int) -> dict:
     from celseg.engine.distributed import resolve_device
     from celseg.engine.trainer import train
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     with PeakMemory(resolve_device(cfg.train.device)) as peak:
         train(cfg, progress=False, max_steps=steps)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     per_step = seconds_per_step(Path(cfg.train.out_dir) / "log.jsonl", cfg.train.batch_size)
     return {"steps": steps, "seconds_per_step": round(per_step, 3),
             "images_per_second": round(cfg.train.batch_size / per_step, 3),
             "peak_memory_mib": round(peak.result["peak_mib"], 1),
-            "memory": peak.result["kind"], "wall_seconds": round(time.perf_counter() - start, 1)}
+            "memory": peak.result["kind"], "wall_seconds": round(wall, 1),
+            "cpu_share": round(cpu / (wall * torch.get_num_threads()), 2),
+            "load_average": round(os.getloadavg()[0], 1)}
 
 
 def evaluate_and_predict(run_dir: Path, data_root: Path, dataset: str, predict_dir: Path,
@@ -187,14 +191,14 @@ def evaluate_and_predict(run_dir: Path, data_root: Path, dataset: str, predict_d
     device = resolve_device(device_name)
     model, cfg = load_segmenter(run_dir, device)
     info = load_classes(data_root)
-    dataset = SegmentationDataset(data_root, cfg.data.val_split, view="full",
+    val_set = SegmentationDataset(data_root, cfg.data.val_split, view="full",
                                   transform=build_eval_transform(cfg.data),
                                   max_items=eval_images, class_info=info)
     text_emb = class_text_embeddings(cfg.model.vlm, list(info.names), device)
     labelled, pseudo = label_names(run_dir, cfg)
     start = time.perf_counter()
     with PeakMemory(device) as peak:
-        summary = evaluate(model, dataset, text_emb, info, cfg.eval, device, vlm=cfg.model.vlm,
+        summary = evaluate(model, val_set, text_emb, info, cfg.eval, device, vlm=cfg.model.vlm,
                            labelled_ids=names_to_ids(info, labelled),
                            pseudo_ids=names_to_ids(info, pseudo))
     seconds = time.perf_counter() - start
@@ -210,7 +214,7 @@ def evaluate_and_predict(run_dir: Path, data_root: Path, dataset: str, predict_d
         "parameters": {**parameter_counts(model),
                        "backbone": sum(p.numel() for p in model.backbone.parameters())},
         "vlm_parameters": sum(p.numel() for p in vlm.parameters()),
-        "evaluate": {"images": len(dataset), "seconds_per_image": round(seconds / len(dataset), 2),
+        "evaluate": {"images": len(val_set), "seconds_per_image": round(seconds / len(val_set), 2),
                      "sliding_window": [cfg.eval.window_size, cfg.eval.window_stride]
                      if cfg.eval.sliding_window else None,
                      "protocol": summary["protocol"], "protocols": protocols,
@@ -227,9 +231,10 @@ def _round(value: float) -> float | None:
 def report(req: DryRunRequest, base: Config, cfg: Config, dataset: str, batch: int,
            folders: dict[str, str], pseudo: dict, trained: dict, result: dict) -> dict:
     """The dry run's JSON report (see the module docstring)."""
+    from celseg.engine.distributed import resolve_device
+
     per_step_full = trained["seconds_per_step"] * base.train.batch_size / batch
-    device = torch.device(cfg.train.device if cfg.train.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(req.device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"cpu, {torch.get_num_threads()} threads")
     m = cfg.model
@@ -250,6 +255,10 @@ def report(req: DryRunRequest, base: Config, cfg: Config, dataset: str, batch: i
             "iterations": base.train.iterations,
             "seconds_per_step_at_config_batch": round(per_step_full, 2),
             "train_hours": round(per_step_full * base.train.iterations / 3600, 1),
+            # a device shared with other jobs: the hours at the cores' full speed, as estimated
+            # from the share of them the training got
+            "train_hours_unshared": round(per_step_full * base.train.iterations / 3600 * (
+                min(1.0, trained["cpu_share"]) if device.type == "cpu" else 1.0), 1),
             "val_images": REAL_VAL_IMAGES[dataset],
             "eval_hours": round(result["evaluate"]["seconds_per_image"]
                                 * REAL_VAL_IMAGES[dataset] / 3600, 2),

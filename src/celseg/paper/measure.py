@@ -65,6 +65,15 @@ def _vm_hwm_kib() -> int | None:
     return None
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children so far. Over a
+    stretch of wall time ``w`` with ``n`` threads, ``cpu / (w * n)`` is the share of the cores
+    the process got: below 1 when other jobs shared the machine."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """{"total", "trainable", "frozen"} parameter counts (a frozen VLM tower counts as frozen)."""
     total = sum(p.numel() for p in model.parameters())
