@@ -167,3 +167,26 @@ def test_training_with_a_separate_backbone_runs_the_teacher(tmp_path, monkeypatc
     text_only = _train_sets(root, "minilm", tmp_path / "run2")
     with pytest.raises(CelsegError, match="image tower"):
         main(["train", "-c", str(cfg), "--no-progress", "--set", *text_only])
+
+
+def test_the_shared_tower_needs_no_teacher_and_a_plain_loss_none(tmp_path):
+    import dataclasses
+
+    from test_shared_backbone import TINY, _write_lit
+
+    from celseg.config import Config, LossConfig
+    from celseg.engine.training_run import _teacher
+    from celseg.losses.criterion import build_criterion
+    from celseg.models.build import build_segmenter
+
+    _write_lit(tmp_path / "lit")
+    model_cfg = dataclasses.replace(TINY, vlm=str(tmp_path / "lit"))
+    shared = build_segmenter(model_cfg, 384)
+    distill = build_criterion(LossConfig(distill_weight=1.0), False)
+    cfg = Config(model=model_cfg, loss=LossConfig(distill_weight=1.0))
+    assert distill.needs_vlm_dense and _teacher(cfg, shared, distill, "cpu") is None
+    separate = build_segmenter(dataclasses.replace(model_cfg, backbone="efficientnet-lite0",
+                                                   pretrained=False), 384)
+    assert _teacher(cfg, separate, distill, "cpu") is not None
+    plain = build_criterion(LossConfig(), False)
+    assert _teacher(Config(model=model_cfg), separate, plain, "cpu") is None

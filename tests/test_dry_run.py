@@ -23,7 +23,7 @@ from celseg.paper.architectures import resnet101_config
 pytest.importorskip("imgviz")
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
-FAST = ("voc_ce_inductive.yaml", "coco_stuff_ce_inductive.yaml")
+FAST = ("voc_ranking_inductive.yaml", "coco_stuff_ranking_inductive.yaml")
 TRAINING = sorted(p.name for p in PAPER.glob("*.yaml")
                   if not p.name.endswith("_base.yaml") and not p.name.startswith("ov_eval"))
 VOC_NAMES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -107,7 +107,7 @@ def test_every_training_config_runs_at_real_shapes(config, tmp_path):
 
 
 def test_offline_without_random_init_is_an_error_naming_it(tmp_path, capsys):
-    code = main(["dry-run", "-c", str(PAPER / "voc_ce_inductive.yaml"), "--batch", "1",
+    code = main(["dry-run", "-c", str(PAPER / "voc_ranking_inductive.yaml"), "--batch", "1",
                  "--out", str(tmp_path / "dry")])
     err = capsys.readouterr().err
     assert code == 2 and "--random-init" in err and "openai/clip-vit-base-patch16" in err
@@ -115,7 +115,7 @@ def test_offline_without_random_init_is_an_error_naming_it(tmp_path, capsys):
 
 
 def test_bad_requests_are_named(tmp_path, capsys):
-    config = str(PAPER / "voc_ce_inductive.yaml")
+    config = str(PAPER / "voc_ranking_inductive.yaml")
     assert main(["dry-run", "-c", config, "--steps", "1", "--out", str(tmp_path / "a")]) == 2
     assert "--steps" in capsys.readouterr().err
     other = tmp_path / "other.yaml"

@@ -108,16 +108,16 @@ def test_a_rerun_resumes_and_retrains_nothing_finished(reproduced, tmp_path):
               for key, _ in reproduce.VARIANTS}
     table = json.loads((out / "table.json").read_text())
     # an interrupted run: its checkpoint is there, its final evaluation is not
-    (out / "runs" / "ce_inductive" / "metrics.json").unlink()
+    (out / "runs" / "ranking_inductive" / "metrics.json").unlink()
     assert main(argv) == 0
     again = json.loads((out / "table.json").read_text())
     for key, _ in reproduce.VARIANTS:
         mtime = (out / "runs" / key / "metrics.json").stat().st_mtime_ns
-        assert (mtime == before[key]) == (key != "ce_inductive")
-    resumed = again["variants"]["ce_inductive"]["protocols"]["ensemble"]["hiou"]["mean"]
-    first = table["variants"]["ce_inductive"]["protocols"]["ensemble"]["hiou"]["mean"]
+        assert (mtime == before[key]) == (key != "ranking_inductive")
+    resumed = again["variants"]["ranking_inductive"]["protocols"]["ensemble"]["hiou"]["mean"]
+    first = table["variants"]["ranking_inductive"]["protocols"]["ensemble"]["hiou"]["mean"]
     assert resumed == first or (resumed != resumed and first != first)
-    log = [json.loads(line) for line in (out / "runs" / "ce_inductive" / "log.jsonl")
+    log = [json.loads(line) for line in (out / "runs" / "ranking_inductive" / "log.jsonl")
            .read_text().splitlines()]
     assert max(r.get("step", 0) for r in log if "loss" in r) == 2  # no step taken twice
 

@@ -65,10 +65,15 @@ VARIANTS: tuple[Variant, ...] = (
             BACKGROUND_FREE + RANKING + DISTILL + ("data.setting=inductive",)),
     Variant("shared1_distill", "background-free + ranking + distillation, shared VLM backbone x1",
             BACKGROUND_FREE + RANKING + DISTILL + SHARED1 + ("data.setting=inductive",)),
-    # the ranking's target order also from the VLM's image-text space (losses/ranking.py)
+    # the ranking's target order also from the VLM's image-text space (losses/ranking.py); with
+    # a separate backbone the trainer runs the VLM's image tower on every batch
+    Variant("ranking_both", "background-free + image-text ranking",
+            BACKGROUND_FREE + RANKING + ("data.setting=inductive", "loss.ranking_target=both")),
     Variant("shared1_distill_both", "background-free + image-text ranking + distillation, "
             "shared VLM backbone x1", BACKGROUND_FREE + RANKING + DISTILL + SHARED1
-            + ("data.setting=inductive", "loss.ranking_target=both")),
+            + ("data.setting=inductive", "loss.ranking_target=both",
+               # its own segmenter-alone calibration, chosen on the dev splits
+               "eval.segmenter_calibration=0.1")),
 )
 
 

@@ -15,7 +15,7 @@ from celseg.commands.options import add_set_argument, flatten_overrides
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True,
-                        help="config to run, e.g. configs/paper/voc_ce_inductive.yaml")
+                        help="config to run, e.g. configs/paper/voc_ranking_inductive.yaml")
     parser.add_argument("--steps", type=int, default=2,
                         help="optimiser steps (default 2; at least 2: the first warms up)")
     parser.add_argument("--batch", type=int, default=0,

@@ -35,9 +35,9 @@ PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "published_zero_sh
 DATASETS = {"voc": "voc", "coco-stuff": "coco_stuff"}  # make-data name -> config prefix
 FAMILIES = {"resnet": "", "clip": "_clip"}  # model family -> config infix
 VARIANTS = (("baseline_inductive", "no-object baseline, inductive"),
-            ("ce_inductive", "class enhancement, inductive"),
+            ("ranking_inductive", "class enhancement, inductive"),
             ("baseline_transductive", "no-object baseline + pseudo labels"),
-            ("ce_transductive", "class enhancement + pseudo labels"))
+            ("ranking_transductive", "class enhancement + pseudo labels"))
 RUNNER_KEYS = ("train.out_dir", "data.label_dir", "train.seed")  # set by the runner
 PROTOCOLS = ("segmenter", "ensemble")
 
