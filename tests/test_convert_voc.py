@@ -12,6 +12,7 @@ from PIL import Image
 from celseg.data.classes import load_classes
 from celseg.data.convert import CONVERTERS
 from celseg.errors import DataError
+from celseg.paper.fixtures import voc_palette  # the devkit's colour map
 
 H, W = 10, 12
 VOC_NAMES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -19,19 +20,6 @@ VOC_NAMES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "ca
              "train", "tvmonitor"]
 
 
-def voc_palette() -> list[int]:
-    """The VOC colour map (bit-interleaved), as the devkit writes it."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
 
 
 def save_palette_png(arr: np.ndarray, path: Path) -> None:
