@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run on the dev splits instead (for choosing defaults: each shares "
                              "at most half its unseen classes with any evaluated split)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the drawn unseen sets")
-    parser.add_argument("--variants", default="",
-                        help="comma-separated subset of: baseline,background_free,ranking,"
-                             "ranking_noaux,ranking_all,pseudo,selftrain,oracle,ranking_shared "
-                             "(default: all)")
+    from celseg.ablation.variants import VARIANTS
+
+    parser.add_argument("--variants", default="", help="comma-separated subset of: "
+                        f"{','.join(v.key for v in VARIANTS)} (default: all)")
     parser.add_argument("--out", default="runs/ablation", help="folder for every run")
     parser.add_argument("--vlm", default="runs/demo/vlm",
                         help="vision-language model (name or folder) giving the pseudo labels")

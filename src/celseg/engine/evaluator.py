@@ -203,7 +203,7 @@ def _sliding_labels(model: nn.Module, images: torch.Tensor, emb: torch.Tensor, p
     """{protocol: (B,H,W) vocabulary positions} from window-averaged class probabilities."""
     probs = sliding_window(path_predictor(model, emb, path, protocols), images,
                            eval_cfg.window_size, eval_cfg.window_stride)  # (B,P*V,H,W)
-    return {name: labels_from_probs(p, path.seen_positions, path.calibration)
+    return {name: labels_from_probs(p, path.seen_positions, path.calibration_for(name))
             for name, p in zip(protocols, probs.chunk(len(protocols), dim=1), strict=True)}
 
 
