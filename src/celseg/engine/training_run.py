@@ -32,6 +32,7 @@ from celseg.engine.vocab import Vocabulary, label_sources, training_vocabulary
 from celseg.errors import CelsegError
 from celseg.losses.criterion import build_criterion
 from celseg.models.build import build_segmenter
+from celseg.models.inference import vlm_dense_features
 from celseg.vlm.loading import class_text_embeddings, has_image_tower
 
 
@@ -161,11 +162,7 @@ def _teacher(cfg: Config, model: nn.Module, criterion: nn.Module,
 def teacher_dense(teacher: Any, images: torch.Tensor, scale: float) -> torch.Tensor:
     """(B,D,h,w) the VLM's dense image features of the ImageNet-normalised ``images``, computed
     as the out-of-vocabulary branch computes them at inference (``OOVBranch.dense``)."""
-    x = to_unit_rgb(images)
-    if scale != 1.0:
-        x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear",
-                                            align_corners=False)
-    return teacher.dense_features(x).float().to(images.device)
+    return vlm_dense_features(teacher, to_unit_rgb(images), scale).float().to(images.device)
 
 
 def _datasets(cfg: Config, class_info: ClassInfo, vocab: Vocabulary

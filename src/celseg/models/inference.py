@@ -185,6 +185,16 @@ def semantic_map(outputs: dict, out_size: tuple[int, int],
     return scores_to_labels(scores, out_size, seen_positions, calibration)
 
 
+def vlm_dense_features(vlm, images01: Tensor, input_scale: float = 1.0) -> Tensor:
+    """(B,3,H,W) images in [0,1] -> the VLM's (B,D,h,w) dense features, the images first
+    upsampled bilinearly by ``input_scale`` (the out-of-vocabulary branch's input; the loss's
+    teacher reads the same)."""
+    if input_scale != 1.0:
+        images01 = F.interpolate(images01, scale_factor=input_scale, mode="bilinear",
+                                 align_corners=False)
+    return vlm.dense_features(images01)
+
+
 # --- the path as one object --------------------------------------------------------------------
 
 @dataclass
@@ -210,10 +220,7 @@ class OOVBranch:
         if feats is None:
             if self.vlm is None:
                 raise ValueError("no vlm_dense in the outputs and no VLM to compute it")
-            if self.input_scale != 1.0:
-                images01 = F.interpolate(images01, scale_factor=self.input_scale,
-                                         mode="bilinear", align_corners=False)
-            feats = self.vlm.dense_features(images01)
+            feats = vlm_dense_features(self.vlm, images01, self.input_scale)
         return feats.to(outputs["pred_masks"].device)
 
     def p_out(self, outputs: dict, images01: Tensor) -> Tensor:
