@@ -62,9 +62,12 @@ class Model:
              max_size: int) -> Segmentation:
         rgb = to_rgb(image, max_size)
         source = str(image) if isinstance(image, (str, Path)) else None
-        labels = self.predictor.segment(rgb, names)
-        # a second pass: labels may differ from argmax(probs) (the seen-class calibration)
-        p = self.predictor.probs(rgb, names).float().cpu().numpy() if want_probs else None
+        if want_probs:  # one forward for both; the labels' calibration works on a copy
+            probs = self.predictor.probs(rgb, names)
+            labels = self.predictor.labels(probs.clone(), names)
+            p = probs.float().cpu().numpy()
+        else:
+            labels, p = self.predictor.segment(rgb, names), None
         return Segmentation(rgb, labels, tuple(names), p,
                             Path(source).stem if source else "segmentation", source)
 

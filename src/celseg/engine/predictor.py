@@ -120,8 +120,11 @@ class Predictor:
     @torch.no_grad()
     def segment(self, image: np.ndarray, class_names: list[str]) -> np.ndarray:
         """(H,W) uint8 positions in ``class_names`` for an (H,W,3) uint8 image."""
+        return self.labels(self.probs(image, class_names), class_names)
 
+    def labels(self, probs: torch.Tensor, class_names: list[str]) -> np.ndarray:
+        """(V,H,W) probabilities of :meth:`probs` -> (H,W) uint8 positions in ``class_names``,
+        after the seen-class calibration (applied to ``probs`` in place)."""
         path = self.path(class_names)
-        probs = self.probs(image, class_names)[None]
-        pred = labels_from_probs(probs, path.seen_positions, path.calibration)[0]
+        pred = labels_from_probs(probs[None], path.seen_positions, path.calibration)[0]
         return pred.to(torch.uint8).cpu().numpy()

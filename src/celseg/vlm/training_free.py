@@ -138,4 +138,8 @@ class TrainingFreeSegmenter:
 
     def segment(self, image: np.ndarray, class_names: list[str]) -> np.ndarray:
         """(H,W) uint8 positions in ``class_names`` for an (H,W,3) uint8 image."""
-        return self.probs(image, class_names).argmax(0).to(torch.uint8).cpu().numpy()
+        return self.labels(self.probs(image, class_names), class_names)
+
+    def labels(self, probs: Tensor, class_names: list[str]) -> np.ndarray:
+        """(C,H,W) probabilities of :meth:`probs` -> (H,W) uint8 positions: the argmax."""
+        return probs.argmax(0).to(torch.uint8).cpu().numpy()
