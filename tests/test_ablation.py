@@ -310,3 +310,41 @@ def test_a_finished_demo_run_under_an_old_name_is_read(tmp_path):
     assert run_dir(tmp_path, "ranking", "split1", 0) == tmp_path / "ranking" / "split1" / "seed0"
     _finished(tmp_path / "ranking", 51.0)
     assert run_dir(tmp_path, "ranking", "split0", 0, flat=True) == tmp_path / "ranking"
+
+
+def _target_record(key: str, split: str, seed: int, hiou: float, seg_unseen: float,
+                   vlm_unseen: float) -> RunRecord:
+    protocols = {"ensemble": {"miou_seen": 50.0, "miou_unseen": 40.0, "hiou": hiou},
+                 "segmenter": {"miou_seen": 50.0, "miou_unseen": seg_unseen, "hiou": 1.0},
+                 "vlm": {"miou_seen": 50.0, "miou_unseen": vlm_unseen, "hiou": 1.0}}
+    return RunRecord(BY_KEY[key], seed, Path("."), {"protocol": "ensemble",
+                                                     **protocols["ensemble"],
+                                                     "protocols": protocols}, split=split)
+
+
+def test_transfer_targets_against_hand_numbers():
+    from celseg.ablation.report import targets_table
+    from celseg.ablation.stats import transfer_targets
+
+    records = [  # split0: ranking hIoU 54, 58 (mean 56) vs oracle 60, 60; split1: 45 vs 60
+        _target_record("ranking", "split0", 0, 54.0, 10.0, 40.0),
+        _target_record("ranking", "split0", 1, 58.0, 14.0, 40.0),
+        _target_record("ranking", "split1", 0, 45.0, 36.0, 40.0),
+        _target_record("oracle", "split0", 0, 60.0, 50.0, 50.0),
+        _target_record("oracle", "split0", 1, 60.0, 50.0, 50.0),
+        _target_record("oracle", "split1", 0, 60.0, 50.0, 50.0),
+    ]
+    targets = transfer_targets(aggregate(records))
+    assert [t["variant"] for t in targets] == ["ranking", "ranking"]  # the oracle is no target
+    oracle_ratio, segmenter_ratio = targets
+    assert oracle_ratio["per_split"] == {"split0": pytest.approx(56 / 60),
+                                         "split1": pytest.approx(0.75)}
+    assert oracle_ratio["mean"] == pytest.approx((56 / 60 + 0.75) / 2)
+    assert oracle_ratio["min"] == pytest.approx(0.75) and not oracle_ratio["met"]
+    # segmenter alone unseen / the VLM branch's: split0 12 / 40, split1 36 / 40
+    assert segmenter_ratio["per_split"] == {"split0": pytest.approx(0.3),
+                                            "split1": pytest.approx(0.9)}
+    assert segmenter_ratio["mean"] == pytest.approx(0.6) and not segmenter_ratio["met"]
+    text = targets_table(targets)
+    assert "| ranking | 0.84x | 0.75x |" in text and "split1 0.90x" in text
+    assert "not run" in targets_table([])

@@ -178,3 +178,37 @@ def test_evaluate_300_classes_matches_hand_count(root16, batch_size):
     for name in ("class256", "class255", "class000"):
         assert per[name]["present"] and per[name]["iou"] == 0.0
     assert not per["class001"]["present"]
+
+
+def test_segmenter_calibration_lowers_only_the_classes_the_run_was_labelled_with(root16):
+    """An oracle (every class labelled) is not calibrated at all; a run labelled with class 3
+    only loses class 3's pixels to class 299: the right proposal's p(3) = 0.6 and p(299) = 0.4
+    become 0.1 and 0.4."""
+    import math
+
+    from celseg.engine.evaluator import evaluate
+
+    class SoftSegmenter(FixedSegmenter):
+        def forward(self, images, text_emb):
+            out = super().forward(images, text_emb)
+            out["pred_logits"][:, 1] = -40.0
+            out["pred_logits"][:, 1, 3] = math.log(0.6)
+            out["pred_logits"][:, 1, 299] = math.log(0.4)
+            return out
+
+    info = load_classes(root16)
+    ds = SegmentationDataset(root16, "val")
+
+    def per_class(calibration, labelled):
+        cfg = EvalConfig(batch_size=2, ensemble=False, segmenter_calibration=calibration)
+        per = evaluate(SoftSegmenter(), ds, torch.zeros(N, 4), info, cfg, "cpu",
+                       labelled_ids=labelled)["protocols"]["segmenter"]["per_class"]
+        return {name: c["iou"] for name, c in per.items() if c["present"]}
+
+    everything = tuple(range(N))
+    plain = per_class(0.0, everything)
+    assert plain == per_class(0.5, everything)
+    only3 = per_class(0.5, (3,))
+    assert plain["class003"] == pytest.approx(100.0 * 28 / (48 + 57 - 28))
+    assert only3["class003"] == 0.0  # no pixel is labelled 3 any more
+    assert only3["class299"] == pytest.approx(100.0 * 16 / (16 + 105 - 16))

@@ -175,3 +175,24 @@ def test_protocol_study_command_reads_each_run_on_its_own_data(tiny_run, tmp_pat
     assert list(study) == list(PRESETS["cheap"])
     assert study["segmenter alone"]["protocol"] == "segmenter"
     assert study["soft, renorm, x1"]["protocol"] == "ensemble"
+
+
+def test_scale_preset_matches_evaluate_at_each_input_scale(tiny_run, tmp_path):
+    """Every 'scale' setting of the study scores what ``celseg evaluate`` scores with the same
+    keys: the study's shared forward pass changes nothing."""
+    from celseg.ablation.protocol_study import PRESETS, SCALES, study_all
+    from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    study = study_all([str(tiny_run)], preset="scale", max_images=2, progress=False)
+    study = study[str(tiny_run)]
+    assert list(study) == list(PRESETS["scale"])
+    for scale in (SCALES[0], SCALES[-1]):
+        summary = evaluate_checkpoint(tiny_run, overrides=[
+            f"eval.dense_input_scale={scale}", "eval.pooling=binary",
+            "eval.ensemble_renorm=true", "eval.seen_calibration=0"],
+            max_images=2, progress=False, device="cpu")
+        for title, protocol in ((f"binary, renorm, x{scale:g}", "ensemble"),
+                                (f"VLM alone, x{scale:g}", "vlm")):
+            assert study[title]["protocol"] == protocol
+            assert study[title]["miou_all"] == pytest.approx(
+                summary["protocols"][protocol]["miou_all"], abs=1e-6)

@@ -43,8 +43,27 @@ SETTINGS: dict[str, dict] = {
     "soft, renorm, x2": {"pooling": "soft", "ensemble_renorm": True, "dense_input_scale": 2.0},
     "pseudo classes as alpha": {"ensemble_pseudo": "alpha"},
 }
+# the default protocol (binary pooling, renormalised) with the VLM's input resized by
+# eval.dense_input_scale: what a cheaper VLM pass scores (benchmarks/bench_ensemble.py
+# --dense-input-scales times it)
+SCALES = (0.5, 0.625, 0.75, 1.0)
+SETTINGS.update({f"binary, renorm, x{s:g}": {"pooling": "binary", "ensemble_renorm": True,
+                                              "dense_input_scale": s} for s in SCALES})
+SETTINGS.update({f"VLM alone, x{s:g}": {"pooling": "binary", "ensemble_alpha": 1.0,
+                                        "ensemble_beta": 1.0, "dense_input_scale": s}
+                 for s in SCALES})
+# the ensemble's class weights (alpha for classes labelled in training, beta for the others),
+# the default protocol's other free settings
+ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6)
+BETAS = (0.6, 0.7, 0.8, 0.9)
+SETTINGS.update({f"alpha {a:g}, beta {b:g}": {"pooling": "binary", "ensemble_renorm": True,
+                                              "ensemble_alpha": a, "ensemble_beta": b}
+                 for a in ALPHAS for b in BETAS})
 PRESETS = {
     "all": tuple(SETTINGS),
+    "weights": tuple(f"alpha {a:g}, beta {b:g}" for a in ALPHAS for b in BETAS),
+    "scale": ("segmenter alone", *(f"binary, renorm, x{s:g}" for s in SCALES),
+              *(f"VLM alone, x{s:g}" for s in SCALES)),
     "cheap": ("segmenter alone", "soft, renorm, x1", "binary, renorm, x1", "soft, renorm, x0.5",
               "soft, renorm, x1.5", "pseudo classes as alpha"),
 }

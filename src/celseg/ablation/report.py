@@ -11,7 +11,7 @@ from pathlib import Path
 
 from celseg.ablation.runner import RunRecord
 from celseg.ablation.splits import MAX_SPLITS, UnseenSplit, never_unseen, splits_for_coverage
-from celseg.ablation.stats import METRICS, protocol_cell
+from celseg.ablation.stats import METRICS, protocol_cell, transfer_targets
 from celseg.data.classes import ClassInfo
 from celseg.pseudo.report import format_table as pseudo_table
 
@@ -157,6 +157,22 @@ def unseen_sets_section(info: ClassInfo, splits: tuple[UnseenSplit, ...],
     return lines
 
 
+def targets_table(targets: list[dict]) -> str:
+    """The transfer targets (:func:`celseg.ablation.stats.transfer_targets`) as markdown."""
+    if not targets:
+        return "not run (each target needs its variant and its reference on the same splits)"
+    lines = ["| target | variant | mean over splits | lowest split | needed | met | per split |",
+             "|---|---|---:|---:|---|---|---|"]
+    for t in targets:
+        needed = f">= {t['mean_target']:g}x on average"
+        if t["split_target"] is not None:
+            needed += f", every split >= {t['split_target']:g}x"
+        per = ", ".join(f"{s} {r:.2f}x" for s, r in t["per_split"].items())
+        lines.append(f"| {t['title']} | {t['variant']} | {t['mean']:.2f}x | {t['min']:.2f}x | "
+                     f"{needed} | {'yes' if t['met'] else 'no'} | {per} |")
+    return "\n".join(lines)
+
+
 def _per_class_section(records: list[RunRecord]) -> list[str]:
     tables = [(title, per_class_unseen(records, p)) for title, p in
               (("Segmenter alone:", "segmenter"), ("Ensemble:", "ensemble"))]
@@ -185,7 +201,9 @@ def markdown(table: dict, records: list[RunRecord], claims: list[dict], command:
              "", "A claim holds on a split when the mean over its seeds is higher for the first "
              "variant; the difference is the mean ± sample std over splits of the per-split "
              "differences.", "", claims_table(claims), "",
-             *_per_class_section(records)]
+             "## Zero-shot transfer targets across splits", "", "Each ratio is of the means "
+             "over a split's seeds; the mean is over splits.", "",
+             targets_table(transfer_targets(table)), "", *_per_class_section(records)]
     if extras.get("diagnosis"):
         parts += ["", "## Where do unseen pixels go? (validation, mean over runs)", "",
                   "Shares (%) of unseen-class ground-truth pixels by predicted class, under "

@@ -114,3 +114,51 @@ def claims_across_splits(table: dict, protocols: tuple[str, ...] = ("segmenter",
     return [{"claim": text, "better": better, "worse": worse, "protocol": protocol,
              **{m: claim_across_splits(table, better, worse, protocol, m) for m in metrics}}
             for better, worse, text in CLAIMS for protocol in protocols]
+
+
+def ratio_across_splits(table: dict, variant: str, reference: str, protocol: str,
+                        metric: str, ref_protocol: str | None = None) -> dict | None:
+    """``variant``'s mean over seeds divided by ``reference``'s (under ``ref_protocol``,
+    default ``protocol``) on each split both ran on: ``per_split`` {split: ratio}, ``mean``
+    (of the per-split ratios), ``min``, ``k``; None when nothing compares."""
+    if variant not in table or reference not in table:
+        return None
+    ratios = {}
+    for split, mine in table[variant]["splits"].items():
+        theirs = table[reference]["splits"].get(split) or {}
+        a = protocol_cell(mine, protocol, metric)
+        b = protocol_cell(theirs, ref_protocol or protocol, metric)
+        if a["n"] and b["n"] and b["mean"] > 0:
+            ratios[split] = a["mean"] / b["mean"]
+    if not ratios:
+        return None
+    return {"per_split": ratios, "mean": statistics.fmean(ratios.values()),
+            "min": min(ratios.values()), "k": len(ratios)}
+
+
+# the zero-shot transfer targets: (title, variant, reference, protocol, reference protocol,
+# metric, mean at least, every split at least); variant "*" = every inductive variant
+TARGETS = (
+    ("default protocol (ensemble) hIoU / oracle's", "*", "oracle", "ensemble", "ensemble",
+     "hiou", 0.9, 0.8),
+    ("segmenter alone unseen mIoU / its own VLM branch's", "*", "*", "segmenter", "vlm",
+     "miou_unseen", 0.8, None),
+)
+INDUCTIVE_EXCLUDED = ("oracle", "pseudo", "selftrain")
+
+
+def transfer_targets(table: dict) -> list[dict]:
+    """One entry per (target, inductive variant that ran): :func:`ratio_across_splits` plus
+    ``title``, ``variant``, ``mean_target``, ``split_target`` and ``met``."""
+    out = []
+    for title, variant, reference, protocol, ref_protocol, metric, mean_at, split_at in TARGETS:
+        keys = [k for k in table if k not in INDUCTIVE_EXCLUDED] if variant == "*" else [variant]
+        for key in keys:
+            ratio = ratio_across_splits(table, key, key if reference == "*" else reference,
+                                        protocol, metric, ref_protocol)
+            if ratio is None:
+                continue
+            met = ratio["mean"] >= mean_at and (split_at is None or ratio["min"] >= split_at)
+            out.append({"title": title, "variant": key, "mean_target": mean_at,
+                        "split_target": split_at, "met": met, **ratio})
+    return out

@@ -16,8 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "view of its dev split from celseg ablate --dev)")
     parser.add_argument("--split", default="val", help="split of the dataset to evaluate")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--settings", default="all", choices=("all", "cheap"),
-                        help="which settings to compare (cheap: no 2x input)")
+    parser.add_argument("--settings", default="all", choices=("all", "cheap", "scale", "weights"),
+                        help="which settings to compare (cheap: no 2x input; scale: the "
+                             "default protocol at each input scale of the VLM's pass; "
+                             "weights: the ensemble's alpha and beta)")
     parser.add_argument("--max-images", type=int, default=0,
                         help="use only the first N images of the split (0: all)")
     parser.add_argument("--out", default="", help="write every summary as JSON here")

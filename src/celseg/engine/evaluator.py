@@ -94,7 +94,9 @@ def evaluate(model: nn.Module, dataset: Dataset, text_emb: torch.Tensor, class_i
     path = build_inference(
         model, eval_cfg, names, [class_info.names[c] for c in labelled],
         [class_info.names[c] for c in pseudo_ids], image_vlm(eval_cfg, vlm), device,
-        seen_positions=[i for i, c in enumerate(vocab) if class_info.splits[c] == "seen"],
+        # the calibration lowers the classes the run was trained on with ground truth: every
+        # class for an oracle, the seen ones for an inductive run (as the predictor does)
+        seen_positions=[i for i, c in enumerate(vocab) if c in labelled],
         unseen_positions=[i for i, c in enumerate(vocab) if class_info.splits[c] == "unseen"])
     protocols = (path.protocol, *extra_protocols(path.protocol, path))
     heads = {p: (path, p) for p in protocols}
