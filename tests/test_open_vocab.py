@@ -196,3 +196,31 @@ def test_scale_preset_matches_evaluate_at_each_input_scale(tiny_run, tmp_path):
             assert study[title]["protocol"] == protocol
             assert study[title]["miou_all"] == pytest.approx(
                 summary["protocols"][protocol]["miou_all"], abs=1e-6)
+
+
+def test_ablate_re_evaluate_rewrites_finished_runs_and_keeps_the_previous(
+        tiny_run, synthetic_root, tmp_path):
+    """``celseg ablate --re-evaluate`` trains nothing, evaluates each finished run again with
+    the ``--set eval.*`` keys (what ``celseg evaluate`` gives with them) and keeps the old
+    summary beside it."""
+    import shutil
+
+    from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    out = tmp_path / "runs"
+    run = out / "oracle" / "split0" / "seed0"
+    shutil.copytree(tiny_run, run)
+    stale = {"step": 1, "protocol": "ensemble", "miou_seen": 1.0, "miou_unseen": 1.0,
+             "hiou": 1.0, "protocols": {}}
+    (run / "metrics.json").write_text(json.dumps(stale))
+    assert main(["ablate", "--re-evaluate", "--variants", "oracle", "--seeds", "1",
+                 "--no-figure", "--no-diagnosis", "--quiet", "--out", str(out),
+                 "--results", str(tmp_path / "r.md"), "--overwrite",
+                 "--set", f"data.root={synthetic_root}", "eval.ensemble_beta=0.9"]) == 0
+    assert json.loads((run / "metrics.previous.json").read_text()) == stale
+    fresh = json.loads((run / "metrics.json").read_text())
+    want = evaluate_checkpoint(run, overrides=["eval.ensemble_beta=0.9"], progress=False)
+    assert fresh["step"] == 1 and fresh["hiou"] == pytest.approx(want["hiou"])
+    assert fresh["protocols"]["vlm"]["hiou"] == pytest.approx(want["protocols"]["vlm"]["hiou"])
+    assert f"{fresh['hiou']:.1f}" in (tmp_path / "r.md").read_text()
+    assert not list(out.glob("oracle/split0/seed0/checkpoints/*.tmp"))

@@ -82,9 +82,12 @@ def ablate(config: str, overrides: list[str], variant_keys: list[str], out: str,
            pseudo: PseudoSettings, results: Path, command: str, *, seeds: int = 3,
            splits: int = 1, dev: bool = False, split_seed: int = SPLIT_SEED, notes: str = "",
            report_only: bool = False, with_figure: bool = True, with_diagnosis: bool = True,
-           progress: bool = True, overwrite: bool = False, jobs: int = 1) -> dict:
+           progress: bool = True, overwrite: bool = False, jobs: int = 1,
+           re_evaluate: bool = False) -> dict:
     """Train (unless ``report_only``) over ``splits`` unseen sets (dev sets with ``dev``) x
-    ``seeds`` and write the report; returns the aggregated ``table`` and the ``claims``."""
+    ``seeds`` and write the report; returns the aggregated ``table`` and the ``claims``.
+    ``re_evaluate``: train nothing, evaluate every finished run again with the current code
+    and the ``eval.*`` keys of ``overrides``, then report."""
     check_settings(seeds, pseudo)
     config = config or str(config_path("synthetic.yaml"))
     base = load_config(config, overrides)
@@ -95,7 +98,8 @@ def ablate(config: str, overrides: list[str], variant_keys: list[str], out: str,
     out_root = Path(out)
     records, pseudo_reports = run_ablation(
         base, select(variant_keys), list(range(seeds)), out_root, pseudo, chosen,
-        progress=progress, report_only=report_only, jobs=jobs)
+        progress=progress, report_only=report_only or re_evaluate, jobs=jobs, again=re_evaluate,
+        eval_overrides=tuple(o for o in overrides if o.startswith("eval.")))
     table = aggregate(records)
     claims = claims_across_splits(table)
     write_json(out_root / "ablation.json", {"splits": {s.name: s.unseen for s in chosen},

@@ -27,6 +27,7 @@ from celseg.data.classes import load_classes
 from celseg.engine.checkpoint import has_checkpoint
 from celseg.engine.trainer import train
 from celseg.errors import CelsegError
+from celseg.io.atomic import write_json
 from celseg.pseudo.generate import pseudo_label
 from celseg.pseudo.self_train import relabel_from_checkpoint
 from celseg.vlm.registry import load_vlm
@@ -85,6 +86,26 @@ def _train_in_worker(cfg: Config, threads: int) -> dict:
     of intra-op threads, so that parallel runs do not oversubscribe the cores."""
     torch.set_num_threads(threads)
     return _train(cfg, progress=False)
+
+
+def re_evaluate(run_folder: Path, eval_overrides: tuple[str, ...] = (),
+                progress: bool = False) -> dict:
+    """Evaluate a finished run's final checkpoint again with the current code, its own config
+    and ``eval_overrides`` (``eval.KEY=VALUE``), as the trainer's final evaluation does; keep
+    the earlier summary as ``metrics.previous.json`` and write the new one as
+    ``metrics.json``; returns it."""
+    from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    run_folder = Path(run_folder)
+    before = _read_json(run_folder / "metrics.json") or {}
+    summary = evaluate_checkpoint(run_folder, overrides=list(eval_overrides), progress=progress)
+    for key in ("checkpoint", "data"):
+        summary.pop(key, None)
+    summary["step"] = before.get("step", summary.get("step"))
+    if before:
+        write_json(run_folder / "metrics.previous.json", before)
+    write_json(run_folder / "metrics.json", summary)
+    return summary
 
 
 def _name(rec: RunRecord) -> str:
@@ -166,7 +187,8 @@ def _self_train_labels(rec: RunRecord, out_root: Path, pseudo: PseudoSettings, f
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo: PseudoSettings, splits: tuple[UnseenSplit, ...] = (), *,
                  progress: bool = True, report_only: bool = False, flat: bool = False,
-                 jobs: int = 1) -> tuple[list[RunRecord], dict[str, dict]]:
+                 jobs: int = 1, again: bool = False, eval_overrides: tuple[str, ...] = ()
+                 ) -> tuple[list[RunRecord], dict[str, dict]]:
     """Train and evaluate every (split, variant, seed); returns the records and each split's
     pseudo-label report. ``splits`` (default: the dataset's own split) are applied to
     ``base.data.root`` (module docstring).
@@ -176,7 +198,9 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
     made with the same ``jobs`` on the same machine.
 
     ``report_only``: train nothing; collect the runs that have finished (their metrics.json),
-    so a report can cover variants run with different numbers of seeds or splits.
+    so a report can cover variants run with different numbers of seeds or splits. With
+    ``again`` each of them is evaluated again first (:func:`re_evaluate`, with
+    ``eval_overrides``).
     """
     if jobs < 1:
         raise CelsegError(f"--jobs must be at least 1, got {jobs}")
@@ -198,6 +222,9 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
                                                        flat), split=split.name, data_root=root)
                 if report_only:
                     rec.summary = _read_json(rec.out_dir / "metrics.json") or {}
+                    if again and rec.summary:
+                        print(f"[ablation] evaluating again: {_name(rec)}", flush=True)
+                        rec.summary = re_evaluate(rec.out_dir, eval_overrides, progress)
                     records += [rec] if rec.summary else []
                     continue
                 records.append(rec)

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "most confident share of its own predicted pixels (0: off)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs that have finished")
+    parser.add_argument("--re-evaluate", action="store_true",
+                        help="train nothing: evaluate every finished run again with this "
+                             "celseg and the --set eval.* keys (the previous metrics.json is "
+                             "kept as metrics.previous.json), then report")
     parser.add_argument("--results", default="docs/RESULTS.md", help="markdown report to write")
     parser.add_argument("--no-figure", action="store_true",
                         help="skip the figure of validation images across variants")
@@ -72,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
            Path(args.results), command, seeds=args.seeds, splits=args.splits, dev=args.dev,
            split_seed=args.split_seed, notes=args.notes, report_only=args.report_only,
            with_figure=not args.no_figure, with_diagnosis=not args.no_diagnosis,
-           progress=not args.quiet, overwrite=args.overwrite, jobs=args.jobs)
+           progress=not args.quiet, overwrite=args.overwrite, jobs=args.jobs,
+           re_evaluate=args.re_evaluate)
     return 0
