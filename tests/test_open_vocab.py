@@ -224,3 +224,37 @@ def test_ablate_re_evaluate_rewrites_finished_runs_and_keeps_the_previous(
     assert fresh["protocols"]["vlm"]["hiou"] == pytest.approx(want["protocols"]["vlm"]["hiou"])
     assert f"{fresh['hiou']:.1f}" in (tmp_path / "r.md").read_text()
     assert not list(out.glob("oracle/split0/seed0/checkpoints/*.tmp"))
+
+
+def test_study_computes_the_vlm_dense_map_once_per_batch_and_scale(tiny_run, monkeypatch):
+    """Settings at the same input scale share one VLM pass per batch (the wrapper survives the
+    path's ``.to(device)``): three settings cost the VLM passes of one."""
+    from celseg.ablation import protocol_study
+    from celseg.vlm.lit import LiTModel
+
+    passes = []
+    real = LiTModel.dense_features
+
+    def counting(self, images):
+        passes.append(tuple(images.shape))
+        return real(self, images)
+
+    monkeypatch.setattr(LiTModel, "dense_features", counting)
+
+    def count(titles):
+        passes.clear()
+        protocol_study.study(tiny_run, synthetic_data_root(tiny_run), progress=False,
+                             settings={t: protocol_study.SETTINGS[t] for t in titles},
+                             max_images=3)
+        return len(passes)
+
+    one = count(["alpha 0.4, beta 0.8"])
+    assert one >= 1
+    assert count(["alpha 0.3, beta 0.8", "alpha 0.4, beta 0.8", "VLM alone, x1"]) == one
+
+
+def synthetic_data_root(run) -> str:
+    from celseg.config import load_config
+    from celseg.engine.checkpoint import resolve_checkpoint
+
+    return load_config(resolve_checkpoint(run)[1]).data.root

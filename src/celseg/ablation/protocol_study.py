@@ -80,6 +80,11 @@ class MemoDense:
     def __getattr__(self, name: str) -> object:
         return getattr(self.vlm, name)
 
+    def to(self, *args, **kwargs) -> MemoDense:
+        """Moves the VLM and stays the wrapper (``nn.Module.to`` would hand back the VLM)."""
+        self.vlm.to(*args, **kwargs)
+        return self
+
     def dense_features(self, images: torch.Tensor) -> torch.Tensor:
         # the same batch arrives as new tensors (resized per path): key on its content
         key = (tuple(images.shape), float(images.sum()), float(images.flatten()[::997].sum()))
