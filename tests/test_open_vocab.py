@@ -201,8 +201,8 @@ def test_scale_preset_matches_evaluate_at_each_input_scale(tiny_run, tmp_path):
 def test_ablate_re_evaluate_rewrites_finished_runs_and_keeps_the_previous(
         tiny_run, synthetic_root, tmp_path):
     """``celseg ablate --re-evaluate`` trains nothing, evaluates each finished run again with
-    the ``--set eval.*`` keys (what ``celseg evaluate`` gives with them) and keeps the old
-    summary beside it."""
+    the evaluation keys a run trained now would have (here the ``--set`` beta: what ``celseg
+    evaluate`` gives with it) and keeps the old summary beside it."""
     import shutil
 
     from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
@@ -220,6 +220,8 @@ def test_ablate_re_evaluate_rewrites_finished_runs_and_keeps_the_previous(
     assert json.loads((run / "metrics.previous.json").read_text()) == stale
     fresh = json.loads((run / "metrics.json").read_text())
     want = evaluate_checkpoint(run, overrides=["eval.ensemble_beta=0.9"], progress=False)
+    # the tiny run evaluated in batches of 2; a run trained now, in batches of 16
+    assert fresh["re_evaluated"] == ["eval.batch_size=16", "eval.ensemble_beta=0.9"]
     assert fresh["step"] == 1 and fresh["hiou"] == pytest.approx(want["hiou"])
     assert fresh["protocols"]["vlm"]["hiou"] == pytest.approx(want["protocols"]["vlm"]["hiou"])
     assert f"{fresh['hiou']:.1f}" in (tmp_path / "r.md").read_text()

@@ -87,7 +87,8 @@ def ablate(config: str, overrides: list[str], variant_keys: list[str], out: str,
     """Train (unless ``report_only``) over ``splits`` unseen sets (dev sets with ``dev``) x
     ``seeds`` and write the report; returns the aggregated ``table`` and the ``claims``.
     ``re_evaluate``: train nothing, evaluate every finished run again with the current code
-    and the ``eval.*`` keys of ``overrides``, then report."""
+    and the evaluation keys a run trained now would have (config, variant, ``overrides``),
+    then report."""
     check_settings(seeds, pseudo)
     config = config or str(config_path("synthetic.yaml"))
     base = load_config(config, overrides)
@@ -98,8 +99,7 @@ def ablate(config: str, overrides: list[str], variant_keys: list[str], out: str,
     out_root = Path(out)
     records, pseudo_reports = run_ablation(
         base, select(variant_keys), list(range(seeds)), out_root, pseudo, chosen,
-        progress=progress, report_only=report_only or re_evaluate, jobs=jobs, again=re_evaluate,
-        eval_overrides=tuple(o for o in overrides if o.startswith("eval.")))
+        progress=progress, report_only=report_only or re_evaluate, jobs=jobs, again=re_evaluate)
     table = aggregate(records)
     claims = claims_across_splits(table)
     write_json(out_root / "ablation.json", {"splits": {s.name: s.unseen for s in chosen},

@@ -54,7 +54,7 @@ SETTINGS.update({f"VLM alone, x{s:g}": {"pooling": "binary", "ensemble_alpha": 1
                  for s in SCALES})
 # the ensemble's class weights (alpha for classes labelled in training, beta for the others),
 # the default protocol's other free settings
-ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6)
+ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 BETAS = (0.6, 0.7, 0.8, 0.9)
 SETTINGS.update({f"alpha {a:g}, beta {b:g}": {"pooling": "binary", "ensemble_renorm": True,
                                               "ensemble_alpha": a, "ensemble_beta": b}

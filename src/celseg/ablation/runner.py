@@ -10,6 +10,7 @@ where the new folder has none: ``OUT/VARIANT/seedS`` and ``OUT/OLD_NAME/...`` fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -22,7 +23,7 @@ import torch
 from celseg.ablation.split_data import split_root
 from celseg.ablation.splits import UnseenSplit
 from celseg.ablation.variants import Variant, old_names
-from celseg.config import Config, apply_override
+from celseg.config import Config, apply_override, load_config
 from celseg.data.classes import load_classes
 from celseg.engine.checkpoint import has_checkpoint
 from celseg.engine.trainer import train
@@ -88,20 +89,30 @@ def _train_in_worker(cfg: Config, threads: int) -> dict:
     return _train(cfg, progress=False)
 
 
-def re_evaluate(run_folder: Path, eval_overrides: tuple[str, ...] = (),
-                progress: bool = False) -> dict:
-    """Evaluate a finished run's final checkpoint again with the current code, its own config
-    and ``eval_overrides`` (``eval.KEY=VALUE``), as the trainer's final evaluation does; keep
-    the earlier summary as ``metrics.previous.json`` and write the new one as
-    ``metrics.json``; returns it."""
+def eval_changes(run_folder: Path, now: Config) -> list[str]:
+    """``eval.KEY=VALUE`` for every evaluation key where ``now`` (the config a run trained
+    today would have) differs from the run's saved config.yaml."""
+    saved = load_config(Path(run_folder) / "config.yaml").eval
+    return [f"eval.{f.name}={json.dumps(getattr(now.eval, f.name))}"
+            for f in dataclasses.fields(now.eval)
+            if getattr(now.eval, f.name) != getattr(saved, f.name)]
+
+
+def re_evaluate(run_folder: Path, now: Config, progress: bool = False) -> dict:
+    """Evaluate a finished run's final checkpoint again with the current code and the
+    evaluation keys of ``now`` (:func:`eval_changes`), as the trainer's final evaluation of a
+    run trained today would; keep the earlier summary as ``metrics.previous.json`` and write
+    the new one, with ``re_evaluated`` (the changed keys), as ``metrics.json``."""
     from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
 
     run_folder = Path(run_folder)
     before = _read_json(run_folder / "metrics.json") or {}
-    summary = evaluate_checkpoint(run_folder, overrides=list(eval_overrides), progress=progress)
+    changes = eval_changes(run_folder, now)
+    summary = evaluate_checkpoint(run_folder, overrides=changes, progress=progress)
     for key in ("checkpoint", "data"):
         summary.pop(key, None)
     summary["step"] = before.get("step", summary.get("step"))
+    summary["re_evaluated"] = changes
     if before:
         write_json(run_folder / "metrics.previous.json", before)
     write_json(run_folder / "metrics.json", summary)
@@ -187,8 +198,7 @@ def _self_train_labels(rec: RunRecord, out_root: Path, pseudo: PseudoSettings, f
 def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], out_root: Path,
                  pseudo: PseudoSettings, splits: tuple[UnseenSplit, ...] = (), *,
                  progress: bool = True, report_only: bool = False, flat: bool = False,
-                 jobs: int = 1, again: bool = False, eval_overrides: tuple[str, ...] = ()
-                 ) -> tuple[list[RunRecord], dict[str, dict]]:
+                 jobs: int = 1, again: bool = False) -> tuple[list[RunRecord], dict[str, dict]]:
     """Train and evaluate every (split, variant, seed); returns the records and each split's
     pseudo-label report. ``splits`` (default: the dataset's own split) are applied to
     ``base.data.root`` (module docstring).
@@ -199,8 +209,8 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
 
     ``report_only``: train nothing; collect the runs that have finished (their metrics.json),
     so a report can cover variants run with different numbers of seeds or splits. With
-    ``again`` each of them is evaluated again first (:func:`re_evaluate`, with
-    ``eval_overrides``).
+    ``again`` each of them is evaluated again first, with the evaluation keys it would be
+    trained with now (:func:`re_evaluate`).
     """
     if jobs < 1:
         raise CelsegError(f"--jobs must be at least 1, got {jobs}")
@@ -224,7 +234,9 @@ def run_ablation(base: Config, variants: tuple[Variant, ...], seeds: list[int], 
                     rec.summary = _read_json(rec.out_dir / "metrics.json") or {}
                     if again and rec.summary:
                         print(f"[ablation] evaluating again: {_name(rec)}", flush=True)
-                        rec.summary = re_evaluate(rec.out_dir, eval_overrides, progress)
+                        now = configure(base, variant, seed, rec.out_dir, vlm=pseudo.vlm,
+                                        data_root=root)
+                        rec.summary = re_evaluate(rec.out_dir, now, progress)
                     records += [rec] if rec.summary else []
                     continue
                 records.append(rec)
