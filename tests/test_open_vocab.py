@@ -199,7 +199,7 @@ def test_scale_preset_matches_evaluate_at_each_input_scale(tiny_run, tmp_path):
 
 
 def test_ablate_re_evaluate_rewrites_finished_runs_and_keeps_the_previous(
-        tiny_run, synthetic_root, tmp_path):
+        tiny_run, synthetic_root, tmp_path, monkeypatch):
     """``celseg ablate --re-evaluate`` trains nothing, evaluates each finished run again with
     the evaluation keys a run trained now would have (here the ``--set`` beta: what ``celseg
     evaluate`` gives with it) and keeps the old summary beside it."""
@@ -225,6 +225,17 @@ def test_ablate_re_evaluate_rewrites_finished_runs_and_keeps_the_previous(
     assert fresh["step"] == 1 and fresh["hiou"] == pytest.approx(want["hiou"])
     assert fresh["protocols"]["vlm"]["hiou"] == pytest.approx(want["protocols"]["vlm"]["hiou"])
     assert f"{fresh['hiou']:.1f}" in (tmp_path / "r.md").read_text()
+    import celseg.engine.evaluate_checkpoint as module
+
+    def no_second_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated a run that was already evaluated with these keys")
+
+    monkeypatch.setattr(module, "evaluate_checkpoint", no_second_evaluation)
+    assert main(["ablate", "--re-evaluate", "--variants", "oracle", "--seeds", "1",
+                 "--no-figure", "--no-diagnosis", "--quiet", "--out", str(out),
+                 "--results", str(tmp_path / "r.md"), "--overwrite",
+                 "--set", f"data.root={synthetic_root}", "eval.ensemble_beta=0.9"]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == fresh  # resumed: nothing redone
     assert not list(out.glob("oracle/split0/seed0/checkpoints/*.tmp"))
 
 

@@ -102,12 +102,15 @@ def re_evaluate(run_folder: Path, now: Config, progress: bool = False) -> dict:
     """Evaluate a finished run's final checkpoint again with the current code and the
     evaluation keys of ``now`` (:func:`eval_changes`), as the trainer's final evaluation of a
     run trained today would; keep the earlier summary as ``metrics.previous.json`` and write
-    the new one, with ``re_evaluated`` (the changed keys), as ``metrics.json``."""
+    the new one, with ``re_evaluated`` (the changed keys), as ``metrics.json``. A run already
+    evaluated again with the same keys is left as it is."""
     from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
 
     run_folder = Path(run_folder)
     before = _read_json(run_folder / "metrics.json") or {}
     changes = eval_changes(run_folder, now)
+    if before.get("re_evaluated") == changes:
+        return before  # evaluated again with these keys already: a second call resumes
     summary = evaluate_checkpoint(run_folder, overrides=changes, progress=progress)
     for key in ("checkpoint", "data"):
         summary.pop(key, None)
