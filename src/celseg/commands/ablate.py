@@ -43,10 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs that have finished")
     parser.add_argument("--re-evaluate", action="store_true",
-                        help="train nothing: evaluate every finished run again with this "
-                             "celseg and the evaluation keys a run trained now would have "
-                             "(config, variant, --set); the previous metrics.json is kept as "
-                             "metrics.previous.json; then report")
+                        help="train nothing: evaluate finished runs again as a run trained "
+                             "now would be (keeps metrics.previous.json), then report")
     parser.add_argument("--results", default="docs/RESULTS.md", help="markdown report to write")
     parser.add_argument("--no-figure", action="store_true",
                         help="skip the figure of validation images across variants")
