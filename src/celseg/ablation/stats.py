@@ -85,20 +85,30 @@ def protocol_cell(cells_: dict, protocol: str, metric: str) -> dict:
                                                              "std": 0.0})
 
 
+def paired_means(table: dict, first: str, second: str, protocol: str, metric: str,
+                 second_protocol: str | None = None) -> dict[str, tuple[float, float]]:
+    """{split: (first's mean over seeds, second's)} of ``metric`` on each split both variants
+    ran on, ``second`` under ``second_protocol`` (default ``protocol``); {} when either is
+    missing."""
+    if first not in table or second not in table:
+        return {}
+    pairs = {}
+    for split, mine in table[first]["splits"].items():
+        a = protocol_cell(mine, protocol, metric)
+        b = protocol_cell(table[second]["splits"].get(split) or {}, second_protocol or protocol,
+                          metric)
+        if a["n"] and b["n"]:
+            pairs[split] = (a["mean"], b["mean"])
+    return pairs
+
+
 def claim_across_splits(table: dict, better: str, worse: str, protocol: str,
                         metric: str = "miou_unseen") -> dict | None:
     """"``better`` beats ``worse``" on each split both ran on: ``per_split`` {split: difference
     of the means over seeds}, ``held`` (splits with a difference above 0), ``k`` (splits
     compared), ``mean`` and ``std`` (sample) of the differences; None when nothing compares."""
-    if better not in table or worse not in table:
-        return None
-    diffs = {}
-    for split, mine in table[better]["splits"].items():
-        theirs = table[worse]["splits"].get(split)
-        a = protocol_cell(mine, protocol, metric)
-        b = protocol_cell(theirs or {}, protocol, metric)
-        if a["n"] and b["n"]:
-            diffs[split] = a["mean"] - b["mean"]
+    diffs = {split: a - b for split, (a, b) in
+             paired_means(table, better, worse, protocol, metric).items()}
     if not diffs:
         return None
     values = list(diffs.values())
@@ -121,15 +131,9 @@ def ratio_across_splits(table: dict, variant: str, reference: str, protocol: str
     """``variant``'s mean over seeds divided by ``reference``'s (under ``ref_protocol``,
     default ``protocol``) on each split both ran on: ``per_split`` {split: ratio}, ``mean``
     (of the per-split ratios), ``min``, ``k``; None when nothing compares."""
-    if variant not in table or reference not in table:
-        return None
-    ratios = {}
-    for split, mine in table[variant]["splits"].items():
-        theirs = table[reference]["splits"].get(split) or {}
-        a = protocol_cell(mine, protocol, metric)
-        b = protocol_cell(theirs, ref_protocol or protocol, metric)
-        if a["n"] and b["n"] and b["mean"] > 0:
-            ratios[split] = a["mean"] / b["mean"]
+    ratios = {split: a / b for split, (a, b) in
+              paired_means(table, variant, reference, protocol, metric, ref_protocol).items()
+              if b > 0}
     if not ratios:
         return None
     return {"per_split": ratios, "mean": statistics.fmean(ratios.values()),
