@@ -177,6 +177,34 @@ def test_protocol_study_command_reads_each_run_on_its_own_data(tiny_run, tmp_pat
     assert study["soft, renorm, x1"]["protocol"] == "ensemble"
 
 
+def test_pixel_preset_matches_evaluate_from_the_given_base_settings(tiny_run, tmp_path,
+                                                                    capsys):
+    """The 'pixel' settings start from ``--set`` eval keys (here alpha 0.3, not the run's) and
+    each scores what ``celseg evaluate`` scores with the same keys."""
+    from celseg.ablation.protocol_study import PIXEL_WEIGHTS, PRESETS
+    from celseg.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    out = tmp_path / "pixel.json"
+    assert main(["protocol-study", "--ckpt", str(tiny_run), "--settings", "pixel",
+                 "--set", "eval.ensemble_alpha=0.3", "--max-images", "2", "--no-progress",
+                 "--out", str(out)]) == 0
+    study = json.loads(out.read_text())[str(tiny_run)]
+    assert list(study) == list(PRESETS["pixel"])
+    for weight in (PIXEL_WEIGHTS[0], PIXEL_WEIGHTS[-1]):
+        summary = evaluate_checkpoint(tiny_run, overrides=[
+            "eval.ensemble_alpha=0.3", f"eval.ensemble_pixel_weight={weight}",
+            "eval.pooling=binary", "eval.ensemble_renorm=true", "eval.seen_calibration=0"],
+            max_images=2, progress=False, device="cpu")
+        assert summary["ensemble"]["alpha"] == 0.3
+        assert summary["ensemble"]["pixel_weight"] == weight
+        assert study[f"pixel weight {weight:g}"]["miou_all"] == pytest.approx(
+            summary["protocols"]["ensemble"]["miou_all"], abs=1e-6)
+    # only eval / data keys: a model key is named in the error, nothing is evaluated
+    assert main(["protocol-study", "--ckpt", str(tiny_run), "--settings", "pixel",
+                 "--set", "model.hidden_dim=8", "--no-progress"]) == 2
+    assert "model.hidden_dim=8" in capsys.readouterr().err
+
+
 def test_scale_preset_matches_evaluate_at_each_input_scale(tiny_run, tmp_path):
     """Every 'scale' setting of the study scores what ``celseg evaluate`` scores with the same
     keys: the study's shared forward pass changes nothing."""

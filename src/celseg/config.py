@@ -258,6 +258,9 @@ class EvalConfig:
     # the image is upsampled by this factor before the VLM's dense_features (a finer map to
     # pool from; 1 = as the VLM does it); not used with a shared backbone
     dense_input_scale: float = spec(1.0, above(0))
+    # the ensemble's semantic scores times D(c, x)^lambda, D the VLM's own per-pixel class
+    # probabilities from the same dense map (celseg.models.inference, step 2); 0 = off
+    ensemble_pixel_weight: float = spec(0.0, between(0, 1))
     # image-path VLM for the ensemble; "" = the run's model.vlm
     vlm: str = spec("", vlm_name(allow_empty=True))
     # torch.compile the backbone for evaluate / predict / serve (Segmenter.compile_backbone):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from celseg.config import load_config
+from celseg.config import apply_overrides, load_config
 from celseg.data.classes import load_classes
 from celseg.data.dataset import SegmentationDataset
 from celseg.data.transforms import build_eval_transform
@@ -59,9 +59,14 @@ BETAS = (0.6, 0.7, 0.8, 0.9)
 SETTINGS.update({f"alpha {a:g}, beta {b:g}": {"pooling": "binary", "ensemble_renorm": True,
                                               "ensemble_alpha": a, "ensemble_beta": b}
                  for a in ALPHAS for b in BETAS})
+# the weight lambda of the VLM's per-pixel probabilities in the ensemble's scores
+PIXEL_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+SETTINGS.update({f"pixel weight {w:g}": {"pooling": "binary", "ensemble_renorm": True,
+                                         "ensemble_pixel_weight": w} for w in PIXEL_WEIGHTS})
 PRESETS = {
     "all": tuple(SETTINGS),
     "weights": tuple(f"alpha {a:g}, beta {b:g}" for a in ALPHAS for b in BETAS),
+    "pixel": tuple(f"pixel weight {w:g}" for w in PIXEL_WEIGHTS),
     "scale": ("segmenter alone", *(f"binary, renorm, x{s:g}" for s in SCALES),
               *(f"VLM alone, x{s:g}" for s in SCALES)),
     "cheap": ("segmenter alone", "soft, renorm, x1", "binary, renorm, x1", "soft, renorm, x0.5",
@@ -96,10 +101,13 @@ class MemoDense:
 @torch.no_grad()
 def study(ckpt: str | Path, data_root: str | Path, split: str = "val",
           settings: dict[str, dict] | None = None, device: str = "cpu",
-          progress: bool = True, max_images: int = 0) -> dict[str, dict]:
-    """{setting: summary} for one checkpoint on ``data_root``'s ``split``."""
+          progress: bool = True, max_images: int = 0,
+          overrides: list[str] | tuple[str, ...] = ()) -> dict[str, dict]:
+    """{setting: summary} for one checkpoint on ``data_root``'s ``split``; ``overrides``
+    (``eval.KEY=VALUE``) are the eval settings every setting starts from (default: the run's)."""
     settings = settings or SETTINGS
     model, cfg = load_segmenter(ckpt, device)
+    cfg = apply_overrides(cfg, list(overrides))
     info = load_classes(data_root)
     names = list(info.names)
     labelled, pseudo = label_names(ckpt, cfg)
@@ -141,7 +149,8 @@ def table(results: dict[str, dict[str, dict]]) -> str:
 
 def study_all(ckpts: list[str], data_root: str = "", split: str = "val",
               preset: str = "all", device: str = "cpu", max_images: int = 0,
-              progress: bool = True) -> dict[str, dict[str, dict]]:
+              progress: bool = True, overrides: list[str] | tuple[str, ...] = (),
+              ) -> dict[str, dict[str, dict]]:
     """{checkpoint: {setting: summary}} for the settings of ``preset``; each checkpoint on
     ``data_root`` (default: its own run's data.root, the view of its split)."""
     if preset not in PRESETS:
@@ -151,7 +160,7 @@ def study_all(ckpts: list[str], data_root: str = "", split: str = "val",
     for ckpt in ckpts:
         root = data_root or load_config(resolve_checkpoint(ckpt)[1]).data.root
         results[str(ckpt)] = study(ckpt, root, split, chosen, device=device, progress=progress,
-                                   max_images=max_images)
+                                   max_images=max_images, overrides=overrides)
     return results
 
 

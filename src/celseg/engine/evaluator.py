@@ -127,7 +127,8 @@ def _settings(eval_cfg: EvalConfig, path: Any) -> dict:
                                 "pseudo": eval_cfg.ensemble_pseudo, "pooling": eval_cfg.pooling,
                                 "logit_scale": eval_cfg.oov_logit_scale,
                                 "renorm": eval_cfg.ensemble_renorm,
-                                "dense_input_scale": eval_cfg.dense_input_scale}
+                                "dense_input_scale": eval_cfg.dense_input_scale,
+                                "pixel_weight": eval_cfg.ensemble_pixel_weight}
     if path.protocol == "two_stage":
         settings["two_stage"] = {"vlm": str(getattr(path.two_stage.vlm, "name", "")),
                                  "clip_weight_seen": eval_cfg.clip_weight_seen,

@@ -84,7 +84,7 @@ def build_inference(model: nn.Module, eval_cfg: EvalConfig, vocab_names: list[st
                                eval_cfg.ensemble_beta).to(device)
         oov = OOVBranch(None if shared else vlm, text_emb, weight, eval_cfg.pooling,
                         eval_cfg.oov_logit_scale, eval_cfg.ensemble_renorm,
-                        eval_cfg.dense_input_scale)
+                        eval_cfg.dense_input_scale, eval_cfg.ensemble_pixel_weight)
     if protocol == "two_stage":
         if unseen_positions is None:
             unseen_positions = [i for i, n in enumerate(vocab_names) if n not in labelled_names]

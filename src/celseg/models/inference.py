@@ -21,7 +21,12 @@ background_embedding mode) and a mask logit map M_q.
    - ``vlm``: the ensemble with every w_c = 1 (the VLM branch alone).
    - ``two_stage`` (zsseg): p_out from masked crops (``celseg.models.two_stage``), combined
      without renormalisation.
-2. Semantic scores S(c, x) = sum_q p(q, c) * sigmoid(M_q(x)) at the mask resolution.
+2. Semantic scores S(c, x) = sum_q p(q, c) * sigmoid(M_q(x)) at the mask resolution. Under
+   ``ensemble`` with a pixel weight lambda > 0, S(c, x) is multiplied by D(c, x)^lambda, D the
+   VLM's own per-pixel class probabilities from the same dense map,
+   D(c, x) = softmax_c(s * <normalise(f(x)), t_c>) resized bilinearly to the masks: a proposal's
+   mask may span regions the VLM tells apart (unseen pixels are unlabelled in training, so
+   nothing stops a seen class's mask from covering them), and D lets them disagree.
 3. Labels: S resized bilinearly to the output size, normalised over classes (S / sum_c S), the
    seen-class calibration subtracted from seen columns, argmax.
 """
@@ -77,6 +82,17 @@ def mask_pool(features: Tensor, mask_logits: Tensor, pooling: str = "soft") -> T
 def oov_probs(pooled: Tensor, text_emb: Tensor, logit_scale: float = 100.0) -> Tensor:
     """(B,Q,D) pooled image features, (C,D) text embeddings -> (B,Q,C) softmax of scaled cosines."""
     return (logit_scale * pooled @ text_emb.to(pooled).t()).softmax(-1)
+
+
+def pixel_probs(features: Tensor, text_emb: Tensor, size: tuple[int, int],
+                logit_scale: float = 100.0) -> Tensor:
+    """The VLM's own dense classification: (B,D,h,w) features, (C,D) unit text embeddings ->
+    (B,C,H,W) softmax_c(s * <normalise(f(x)), t_c>), resized bilinearly to ``size``."""
+    unit = F.normalize(features.float(), dim=1)
+    probs = (logit_scale * torch.einsum("bdhw,cd->bchw", unit, text_emb.to(unit))).softmax(1)
+    if tuple(probs.shape[-2:]) != tuple(size):
+        probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+    return probs
 
 
 def geometric_ensemble(p_in: Tensor, p_out: Tensor, weight: Tensor) -> Tensor:
@@ -213,6 +229,7 @@ class OOVBranch:
     logit_scale: float = 100.0
     renormalize: bool = True
     input_scale: float = 1.0  # images upsampled by this before the VLM's dense_features
+    pixel_weight: float = 0.0  # lambda of the per-pixel term D^lambda (module docstring, step 2)
 
     def dense(self, outputs: dict, images01: Tensor) -> Tensor:
         """(B,D,h,w): the shared backbone's ``vlm_dense`` when present, else a VLM forward."""
@@ -223,10 +240,16 @@ class OOVBranch:
             feats = vlm_dense_features(self.vlm, images01, self.input_scale)
         return feats.to(outputs["pred_masks"].device)
 
-    def p_out(self, outputs: dict, images01: Tensor) -> Tensor:
-        """(B,Q,V) out-of-vocabulary probabilities of every proposal."""
-        pooled = mask_pool(self.dense(outputs, images01), outputs["pred_masks"], self.pooling)
+    def p_out(self, outputs: dict, dense: Tensor) -> Tensor:
+        """(B,Q,V) out-of-vocabulary probabilities of every proposal; dense: (B,D,h,w) from
+        :meth:`dense`."""
+        pooled = mask_pool(dense, outputs["pred_masks"], self.pooling)
         return oov_probs(pooled, self.text_emb, self.logit_scale)
+
+    def pixel_term(self, dense: Tensor, size: tuple[int, int]) -> Tensor:
+        """(B,V,H,W) D^lambda at the masks' ``size`` (the factor of step 2)."""
+        probs = pixel_probs(dense, self.text_emb, size, self.logit_scale)
+        return probs.clamp_min(EPS) ** self.pixel_weight
 
     def combine(self, p_in: Tensor, p_out: Tensor, p_void: Tensor | None,
                 weight: Tensor | None = None) -> Tensor:
@@ -281,10 +304,12 @@ class SemanticInference:
         return self.calibrations[protocol]
 
     def proposal_probs(self, outputs: dict, images01: Tensor | None = None,
-                       protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+                       protocols: tuple[str, ...] | None = None,
+                       dense: Tensor | None = None) -> dict[str, Tensor]:
         """{protocol: (B,Q,V)} for ``protocols`` (default: this path's own), sharing work.
 
-        images01: (B,3,H,W) in [0,1], needed by the VLM branches unless outputs have vlm_dense.
+        images01: (B,3,H,W) in [0,1], needed by the VLM branches unless outputs have vlm_dense
+        or ``dense`` (B,D,h,w) already holds the VLM's dense features.
         """
         protocols = protocols or (self.protocol,)
         p_in, p_void = proposal_probs(outputs["pred_logits"].float(), self.has_background)
@@ -297,7 +322,9 @@ class SemanticInference:
                 if self.oov is None:
                     raise ValueError(f"protocol {name!r} needs an out-of-vocabulary branch")
                 if p_out is None:
-                    p_out = self.oov.p_out(outputs, images01)
+                    if dense is None:
+                        dense = self.oov.dense(outputs, images01)
+                    p_out = self.oov.p_out(outputs, dense)
                 weight = torch.ones_like(self.oov.weight) if name == "vlm" else None
                 result[name] = self.oov.combine(p_in, p_out, p_void, weight)
             elif name == "two_stage":
@@ -312,8 +339,14 @@ class SemanticInference:
                protocols: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """{protocol: (B,V,h,w)} semantic scores at the mask resolution (not normalised)."""
         masks = outputs["pred_masks"].float()
-        return {name: aggregate(p, masks)
-                for name, p in self.proposal_probs(outputs, images01, protocols).items()}
+        protocols = protocols or (self.protocol,)
+        pixel = "ensemble" in protocols and self.oov is not None and self.oov.pixel_weight > 0
+        dense = self.oov.dense(outputs, images01) if pixel else None
+        scores = {name: aggregate(p, masks) for name, p in
+                  self.proposal_probs(outputs, images01, protocols, dense).items()}
+        if pixel:
+            scores["ensemble"] = scores["ensemble"] * self.oov.pixel_term(dense, masks.shape[-2:])
+        return scores
 
     def probs(self, outputs: dict, images01: Tensor | None, out_size: tuple[int, int]) -> Tensor:
         """(B,V,H,W) class probabilities of this path's protocol at ``out_size``."""
