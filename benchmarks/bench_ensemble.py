@@ -9,7 +9,8 @@ At each size, batch 1, on a rendered image with 24 class names, model forward pl
 - ``segmenter``: the default model of configs/synthetic.yaml (EfficientNet-Lite0 backbone), the
   segmenter protocol. The reference (1.00x).
 - ``ensemble, separate VLM``: the same model with the out-of-vocabulary ensemble, which runs
-  the VLM's image tower as a second pass (the default protocol when the VLM has an image tower).
+  the VLM's image tower as a second pass (the default protocol when the VLM has an image tower);
+  ``..., no pixel term`` the same without the per-pixel term (``eval.ensemble_pixel_weight=0``).
 - ``segmenter, shared tower`` and ``ensemble, shared tower``: ``model.backbone=vlm``, the VLM's
   frozen tower as the backbone, whose dense map from the same pass feeds the ensemble.
 - ``ensemble, separate VLM, dense xS`` for each ``--dense-input-scales`` S: the separate pass
@@ -45,6 +46,7 @@ REFERENCE = "segmenter"
 SETTINGS = {  # name -> (config overrides, protocol); {vlm} is the VLM folder
     "segmenter": ([], "segmenter"),
     "ensemble, separate VLM": ([], "ensemble"),
+    "ensemble, separate VLM, no pixel term": (["eval.ensemble_pixel_weight=0"], "ensemble"),
     "segmenter, shared tower": (["model.backbone=vlm"], "segmenter"),
     "ensemble, shared tower": (["model.backbone=vlm"], "ensemble"),
 }
