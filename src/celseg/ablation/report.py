@@ -21,7 +21,9 @@ PROTOCOL_TEXT = (
     "same checkpoints: **segmenter alone** (the segmenter's own classifier) and **ensemble** "
     "(its geometric ensemble with the default VLM's mask-pooled image features, FC-CLIP style: "
     "p = p_in^(1-w) p_out^w, w = eval.ensemble_alpha for classes with ground-truth labels in "
-    "the run's training data, eval.ensemble_beta for the others). 'unseen px -> background' "
+    "the run's training data, eval.ensemble_beta for the others; the semantic scores then "
+    "multiplied per pixel by the VLM's own class probabilities to the power "
+    "eval.ensemble_pixel_weight). 'unseen px -> background' "
     "is the share of unseen-class ground-truth pixels whose argmax over classes + no-object is "
     "the no-object column (baseline only).")
 
