@@ -106,3 +106,19 @@ def test_pixel_weight_is_validated():
     assert cfg.eval.ensemble_pixel_weight == 0.1
     with pytest.raises(ConfigError, match="ensemble_pixel_weight"):
         apply_overrides(Config(), ["eval.ensemble_pixel_weight=2"])
+
+
+def test_pixel_term_reads_the_shared_towers_map():
+    """With a shared backbone the outputs carry ``vlm_dense``: the term reads it, no VLM needed,
+    and scores as a separate VLM returning the same map."""
+    outputs, feats, text = _two_region_case()
+    weight = class_weights(2, [0], 0.2, 0.8)
+    shared = SemanticInference(False, "ensemble",
+                               OOVBranch(None, text, weight, pixel_weight=0.5, logit_scale=10.0))
+    separate = SemanticInference(False, "ensemble",
+                                 OOVBranch(ConstVLM(feats), text, weight, pixel_weight=0.5,
+                                           logit_scale=10.0))
+    got = shared.scores({**outputs, "vlm_dense": feats})["ensemble"]
+    torch.testing.assert_close(got, separate.scores(outputs)["ensemble"])
+    labels = shared.labels({**outputs, "vlm_dense": feats}, None, (2, 4))["ensemble"][0]
+    assert labels[:, :2].eq(0).all() and labels[:, 2:].eq(1).all()
