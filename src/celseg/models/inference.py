@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from celseg.pseudo.dense import dense_probs_from_features
+
 EPS = 1e-6  # the one epsilon of the normalisation over classes
 PROTOCOLS = ("segmenter", "ensemble", "vlm", "two_stage")
 POOLINGS = ("soft", "binary")
@@ -87,12 +89,11 @@ def oov_probs(pooled: Tensor, text_emb: Tensor, logit_scale: float = 100.0) -> T
 def pixel_probs(features: Tensor, text_emb: Tensor, size: tuple[int, int],
                 logit_scale: float = 100.0) -> Tensor:
     """The VLM's own dense classification: (B,D,h,w) features, (C,D) unit text embeddings ->
-    (B,C,H,W) softmax_c(s * <normalise(f(x)), t_c>), resized bilinearly to ``size``."""
-    unit = F.normalize(features.float(), dim=1)
-    probs = (logit_scale * torch.einsum("bdhw,cd->bchw", unit, text_emb.to(unit))).softmax(1)
-    if tuple(probs.shape[-2:]) != tuple(size):
-        probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
-    return probs
+    (B,C,H,W) softmax_c(s * <normalise(f(x)), t_c>), resized bilinearly to ``size``: the
+    training-free path's :func:`celseg.pseudo.dense.dense_probs_from_features` at temperature
+    1 / s, on features normalised first (a shared tower's map need not be)."""
+    return dense_probs_from_features(F.normalize(features.float(), dim=1), text_emb, size,
+                                     temperature=1.0 / logit_scale)
 
 
 def geometric_ensemble(p_in: Tensor, p_out: Tensor, weight: Tensor) -> Tensor:
