@@ -202,7 +202,8 @@ def test_pixel_preset_matches_evaluate_from_the_given_base_settings(tiny_run, tm
     # only eval / data keys: a model key is named in the error, nothing is evaluated
     assert main(["protocol-study", "--ckpt", str(tiny_run), "--settings", "pixel",
                  "--set", "model.hidden_dim=8", "--no-progress"]) == 2
-    assert "model.hidden_dim=8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "protocol-study --set" in err and "model.hidden_dim=8" in err
 
 
 def test_scale_preset_matches_evaluate_at_each_input_scale(tiny_run, tmp_path):

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from celseg.io.atomic import write_json
     from celseg.io.outputs import OutputGuard
 
-    overrides = check_overrides(flatten_overrides(args.overrides))
+    overrides = check_overrides(flatten_overrides(args.overrides), "protocol-study")
     guard = OutputGuard("protocol-study", overwrite=args.overwrite)
     for ckpt in args.ckpt:
         guard.read_checkpoint(ckpt)

@@ -56,11 +56,12 @@ def names_to_ids(class_info: Any, names: list[str]) -> tuple[int, ...]:
     return tuple(i for i, n in enumerate(class_info.names) if n in wanted)
 
 
-def check_overrides(overrides: list[str]) -> list[str]:
-    """``overrides`` unchanged when each sets a ``data.*`` or ``eval.*`` key; else an error."""
+def check_overrides(overrides: list[str], command: str = "evaluate") -> list[str]:
+    """``overrides`` unchanged when each sets a ``data.*`` or ``eval.*`` key; else an error
+    naming ``command``."""
     for item in overrides:
         if not item.startswith(EVAL_SECTIONS_PREFIX):
-            raise CelsegError(f"evaluate --set only takes eval.* or data.* keys, got {item!r}")
+            raise CelsegError(f"{command} --set only takes eval.* or data.* keys, got {item!r}")
     return list(overrides)
 
 
